@@ -1,0 +1,1 @@
+"""Runtime: asyncio event loop, sockets with kernel timestamps, clocks, BPF map writes."""

@@ -1,0 +1,1 @@
+"""Services: daemon wiring, gRPC, CLI, metrics: thin translations over the core's data."""

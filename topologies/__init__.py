@@ -1,0 +1,1 @@
+"""Topologies as data; the same description drives netns labs, Mininet and the simulator."""
