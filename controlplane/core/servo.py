@@ -1,0 +1,287 @@
+"""Clock servos: a sample in (offset from master, local time), an adjustment out. No clock is touched.
+
+Sign conventions (as ptp4l): ``offset_ns`` = local time - master time (offsetFromMaster). The
+returned ``freq_ppb`` is the frequency adjustment to SET on the local clock (positive = run
+faster), i.e. linuxptp's ``-ppb``; ``step_ns`` (only in state JUMP) is what to ADD to the local
+clock (= -offset).
+
+PiServo follows linuxptp's pi.c (two-sample frequency estimate, then PI; kp/ki from the sync
+interval with the hardware or software time-stamping scales, or constants when both are set);
+LinRegServo fits a line to the recent offsets with the applied corrections taken out.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+from controlplane.core.config import ClockConfig, ClockServo, TimeStamping
+
+__all__ = ["LinRegServo", "PiServo", "Servo", "ServoOutput", "ServoState", "make_servo"]
+
+HWTS_KP_SCALE = 0.7
+HWTS_KI_SCALE = 0.3
+SWTS_KP_SCALE = 0.1
+SWTS_KI_SCALE = 0.001
+MAX_KP_NORM_MAX = 1.0
+MAX_KI_NORM_MAX = 2.0
+FREQ_EST_MARGIN = 0.001
+
+
+class ServoState(enum.IntEnum):
+    """linuxptp's servo states (ptp4l prints s0/s1/s2)."""
+
+    UNLOCKED = 0
+    JUMP = 1
+    LOCKED = 2
+
+
+@dataclass(frozen=True)
+class ServoOutput:
+    state: ServoState
+    freq_ppb: float  # frequency adjustment to set (positive = faster)
+    step_ns: int | None = None  # add this to the clock (state JUMP only)
+
+
+class Servo(Protocol):
+    state: ServoState
+
+    def sample(self, offset_ns: int, local_ts_ns: int, weight: float = 1.0) -> ServoOutput: ...
+
+    def sync_interval(self, interval_s: float) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PiGains:
+    kp_scale: float
+    kp_exponent: float
+    kp_norm_max: float
+    ki_scale: float
+    ki_exponent: float
+    ki_norm_max: float
+
+
+class _Thresholds:
+    def __init__(self, step_threshold_ns: int, first_step_threshold_ns: int, max_frequency_ppb: float) -> None:
+        if step_threshold_ns < 0 or first_step_threshold_ns < 0 or max_frequency_ppb <= 0:
+            raise ValueError("thresholds must be >= 0 and max_frequency_ppb > 0")
+        self.step_threshold_ns = step_threshold_ns
+        self.first_step_threshold_ns = first_step_threshold_ns
+        self.max_frequency_ppb = float(max_frequency_ppb)
+        self.first_update = True
+
+    def wants_jump(self, offset_ns: int) -> bool:
+        return bool(
+            (self.first_update and self.first_step_threshold_ns and self.first_step_threshold_ns < abs(offset_ns))
+            or (self.step_threshold_ns and self.step_threshold_ns < abs(offset_ns))
+        )
+
+    def clamp(self, ppb: float) -> float:
+        return max(-self.max_frequency_ppb, min(self.max_frequency_ppb, ppb))
+
+
+class PiServo:
+    """Proportional-integral servo, linuxptp pi.c semantics (internally ppb = local drift)."""
+
+    def __init__(
+        self,
+        *,
+        step_threshold_ns: int = 0,
+        first_step_threshold_ns: int = 20_000,
+        max_frequency_ppb: float = 900_000_000,
+        software_timestamps: bool = False,
+        kp: float = 0.0,
+        ki: float = 0.0,
+        gains: PiGains | None = None,
+        initial_freq_ppb: float = 0.0,
+    ) -> None:
+        self._t = _Thresholds(step_threshold_ns, first_step_threshold_ns, max_frequency_ppb)
+        if kp and ki:
+            self._g = PiGains(kp, 0.0, MAX_KP_NORM_MAX, ki, 0.0, MAX_KI_NORM_MAX)
+        elif gains is not None and gains.kp_scale and gains.ki_scale:
+            self._g = gains
+        else:
+            base = gains or PiGains(0.0, -0.3, 0.7, 0.0, 0.4, 0.3)
+            kps, kis = (SWTS_KP_SCALE, SWTS_KI_SCALE) if software_timestamps else (HWTS_KP_SCALE, HWTS_KI_SCALE)
+            self._g = PiGains(kps, base.kp_exponent, base.kp_norm_max, kis, base.ki_exponent, base.ki_norm_max)
+        self._drift = -initial_freq_ppb  # linuxptp's sign: positive = local runs fast
+        self._last_ppb = self._drift
+        self._offset = [0, 0]
+        self._local = [0, 0]
+        self._count = 0
+        self.kp = 0.0
+        self.ki = 0.0
+        self.state = ServoState.UNLOCKED
+        self.sync_interval(1.0)
+
+    def sync_interval(self, interval_s: float) -> None:
+        if not interval_s > 0:
+            raise ValueError(f"sync interval must be > 0 s, got {interval_s}")
+        g = self._g
+        self.kp = min(g.kp_scale * math.pow(interval_s, g.kp_exponent), g.kp_norm_max / interval_s)
+        self.ki = min(g.ki_scale * math.pow(interval_s, g.ki_exponent), g.ki_norm_max / interval_s)
+
+    def reset(self) -> None:
+        self._count = 0
+        self.state = ServoState.UNLOCKED
+
+    def sample(self, offset_ns: int, local_ts_ns: int, weight: float = 1.0) -> ServoOutput:
+        t = self._t
+        ppb = self._last_ppb
+        state = ServoState.UNLOCKED
+        step: int | None = None
+        if self._count == 0:
+            self._offset[0], self._local[0] = offset_ns, local_ts_ns
+            self._count = 1
+        elif self._count == 1:
+            self._offset[1], self._local[1] = offset_ns, local_ts_ns
+            if self._local[0] >= self._local[1]:
+                self._count = 0
+            else:
+                localdiff_s = (self._local[1] - self._local[0]) / 1e9
+                localdiff_s += localdiff_s * FREQ_EST_MARGIN
+                freq_est_interval_s = min(0.016 / self.ki, 1000.0) if self.ki > 0 else 1000.0
+                if localdiff_s >= freq_est_interval_s:
+                    self._drift += (1e9 - self._drift) * (self._offset[1] - self._offset[0]) / (self._local[1] - self._local[0])
+                    self._drift = t.clamp(self._drift)
+                    if t.wants_jump(offset_ns):
+                        state = ServoState.JUMP
+                        step = -offset_ns
+                    else:
+                        state = ServoState.LOCKED
+                    ppb = self._drift
+                    self._count = 2
+        else:
+            if t.step_threshold_ns and t.step_threshold_ns < abs(offset_ns):
+                self._count = 0
+                state = ServoState.UNLOCKED
+            else:
+                ki_term = self.ki * offset_ns * weight
+                ppb = self.kp * offset_ns * weight + self._drift + ki_term
+                if ppb < -t.max_frequency_ppb:
+                    ppb = -t.max_frequency_ppb
+                elif ppb > t.max_frequency_ppb:
+                    ppb = t.max_frequency_ppb
+                else:
+                    self._drift += ki_term
+                state = ServoState.LOCKED
+        if state in (ServoState.JUMP, ServoState.LOCKED):
+            t.first_update = False
+        self._last_ppb = ppb
+        self.state = state
+        return ServoOutput(state, -ppb, step)
+
+
+class LinRegServo:
+    """Linear regression over the recent (local time, free-running offset) points.
+
+    Each offset is corrected by what our own frequency adjustments added since the first point,
+    so the fit sees the free-running clock: its slope is the frequency error, its value at the
+    sample time the offset. The output cancels the slope and removes the offset over
+    ``correction_intervals`` sync intervals.
+    """
+
+    def __init__(
+        self,
+        *,
+        step_threshold_ns: int = 0,
+        first_step_threshold_ns: int = 20_000,
+        max_frequency_ppb: float = 900_000_000,
+        window: int = 16,
+        correction_intervals: float = 4.0,
+        initial_freq_ppb: float = 0.0,
+    ) -> None:
+        if window < 3:
+            raise ValueError("window must hold at least 3 points")
+        self._t = _Thresholds(step_threshold_ns, first_step_threshold_ns, max_frequency_ppb)
+        self._points: deque[tuple[float, float]] = deque(maxlen=window)
+        self._freq_ppb = initial_freq_ppb
+        self._applied_ns = 0.0  # cumulative correction our frequency setting added since the first point
+        self._last_local: int | None = None
+        self._interval_s = 1.0
+        self._correction_intervals = correction_intervals
+        self.state = ServoState.UNLOCKED
+
+    def sync_interval(self, interval_s: float) -> None:
+        if not interval_s > 0:
+            raise ValueError(f"sync interval must be > 0 s, got {interval_s}")
+        self._interval_s = interval_s
+
+    def reset(self) -> None:
+        self._points.clear()
+        self._applied_ns = 0.0
+        self._last_local = None
+        self.state = ServoState.UNLOCKED
+
+    def sample(self, offset_ns: int, local_ts_ns: int, weight: float = 1.0) -> ServoOutput:
+        t = self._t
+        if self._last_local is not None:
+            if local_ts_ns <= self._last_local:
+                self.reset()
+            else:
+                self._applied_ns += (local_ts_ns - self._last_local) * self._freq_ppb / 1e9
+        if self._points and t.step_threshold_ns and abs(offset_ns) > t.step_threshold_ns:
+            self.reset()
+            self._last_local = local_ts_ns
+            self._points.append((0.0, float(offset_ns)))
+            self._x0 = local_ts_ns
+            return ServoOutput(ServoState.UNLOCKED, self._freq_ppb)
+        if not self._points:
+            self._x0 = local_ts_ns
+        self._last_local = local_ts_ns
+        x = float(local_ts_ns - self._x0)
+        self._points.append((x, offset_ns - self._applied_ns))
+        if len(self._points) < 2:
+            self.state = ServoState.UNLOCKED
+            return ServoOutput(self.state, self._freq_ppb)
+        n = len(self._points)
+        mx = sum(p[0] for p in self._points) / n
+        my = sum(p[1] for p in self._points) / n
+        sxx = sum((p[0] - mx) ** 2 for p in self._points)
+        sxy = sum((p[0] - mx) * (p[1] - my) for p in self._points)
+        slope = sxy / sxx if sxx > 0 else 0.0  # ns per ns of the free-running clock
+        predicted_free = my + slope * (x - mx)
+        predicted_offset = predicted_free + self._applied_ns
+        step: int | None = None
+        if t.wants_jump(int(predicted_offset)):
+            step = -offset_ns
+            # the step removes the offset: restart the fit, keep the frequency estimate
+            self._freq_ppb = t.clamp(-slope * 1e9)
+            self._points.clear()
+            self._applied_ns = 0.0
+            self._last_local = None
+            self.state = ServoState.JUMP
+            t.first_update = False
+            return ServoOutput(self.state, self._freq_ppb, step)
+        horizon_ns = self._correction_intervals * self._interval_s * 1e9
+        self._freq_ppb = t.clamp(-slope * 1e9 - predicted_offset / horizon_ns * 1e9)
+        self.state = ServoState.LOCKED if n >= 3 else ServoState.UNLOCKED
+        if self.state is ServoState.LOCKED:
+            t.first_update = False
+        return ServoOutput(self.state, self._freq_ppb)
+
+
+def make_servo(cfg: ClockConfig, *, initial_freq_ppb: float = 0.0) -> Servo:
+    """The servo ``cfg.clock_servo`` names, with ptp4l's thresholds converted to ns."""
+    common = dict(
+        step_threshold_ns=int(round(cfg.step_threshold * 1e9)),
+        first_step_threshold_ns=int(round(cfg.first_step_threshold * 1e9)),
+        max_frequency_ppb=float(cfg.max_frequency or 900_000_000),  # 0: the clock's maximum
+        initial_freq_ppb=initial_freq_ppb,
+    )
+    if cfg.clock_servo is ClockServo.LINREG:
+        return LinRegServo(**common)  # type: ignore[arg-type]
+    gains = PiGains(cfg.pi_proportional_scale, cfg.pi_proportional_exponent, cfg.pi_proportional_norm_max,
+                    cfg.pi_integral_scale, cfg.pi_integral_exponent, cfg.pi_integral_norm_max)
+    return PiServo(
+        software_timestamps=cfg.time_stamping is TimeStamping.SOFTWARE,
+        kp=cfg.pi_proportional_const,
+        ki=cfg.pi_integral_const,
+        gains=gains,
+        **common,  # type: ignore[arg-type]
+    )

@@ -1,0 +1,116 @@
+"""Servos and the virtual-clock maths, closed loop on a simulated oscillator."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from controlplane.core import config as cfgmod
+from controlplane.core.clocks import VirtualClockMath
+from controlplane.core.servo import LinRegServo, PiServo, ServoState, make_servo
+
+
+def test_virtual_clock_math_continuity_and_inverse() -> None:
+    c = VirtualClockMath(1_000, offset_ns=500)
+    assert c.time(1_000) == 1_500
+    c.adjust_frequency(100_000, 2_000)  # +100 ppm from base 2000
+    assert c.time(2_000) == 2_500
+    assert c.time(2_000 + 1_000_000_000) == 2_500 + 1_000_000_000 + 100_000
+    c.step(-250)
+    assert c.time(2_000) == 2_250
+    for ptp in (0, 10**12, 5 * 10**15):
+        assert abs(c.time(c.to_base(ptp)) - ptp) <= 1
+    c.adjust_frequency(5e9, 3_000)
+    assert c.frequency_ppb == 900_000_000
+    with pytest.raises(ValueError):
+        c.adjust_frequency(float("nan"), 0)
+
+
+def closed_loop(servo, *, offset0_ns: int, drift_ppb: float, interval_s: float, seconds: float, noise_ns: float = 0.0, seed: int = 1):
+    """Drive ``servo`` against a clock that runs ``drift_ppb`` fast and starts ``offset0_ns`` ahead.
+
+    Returns [(t_s, offset_ns)] of the measured offsets (plus noise)."""
+    rng = random.Random(seed)
+    servo.sync_interval(interval_s)
+    master_ns = 1_000_000_000_000
+    step = int(interval_s * 1e9)
+    # base: the oscillator's own time, running drift_ppb fast relative to the master
+    clock = VirtualClockMath(0, offset_ns=master_ns + offset0_ns)
+    out = []
+    for k in range(int(seconds / interval_s)):
+        t_ns = k * step
+        base = round(t_ns * (1 + drift_ppb / 1e9))
+        local = clock.time(base)
+        offset = local - (master_ns + t_ns)
+        measured = offset + round(rng.gauss(0, noise_ns)) if noise_ns else offset
+        res = servo.sample(measured, local)
+        if res.step_ns is not None:
+            clock.step(res.step_ns)
+        clock.adjust_frequency(res.freq_ppb, base)
+        out.append((t_ns / 1e9, offset, res.state))
+    return out
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_pi_settles_from_1ms_100ppm_within_30s_at_8_per_s(sign: int) -> None:
+    servo = PiServo()  # hardware-timestamp gains: the simulator's stamps are exact
+    trace = closed_loop(servo, offset0_ns=sign * 1_000_000, drift_ppb=sign * 100_000, interval_s=0.125, seconds=40)
+    assert any(s is ServoState.JUMP for _, _, s in trace), "first offset above 20 us must step"
+    late = [abs(o) for t, o, _ in trace if t >= 30]
+    assert max(late) < 1_000, max(late)
+    settled = next(t for t, o, _ in trace if all(abs(o2) < 1_000 for t2, o2, _ in trace if t2 >= t))
+    print(f"PI: |offset| < 1 us from t = {settled:.3f} s on")
+    assert settled < 30
+
+
+def test_pi_with_noise_holds_bound() -> None:
+    trace = closed_loop(PiServo(), offset0_ns=1_000_000, drift_ppb=-100_000, interval_s=0.125, seconds=60, noise_ns=50)
+    late = [abs(o) for t, o, _ in trace if t >= 30]
+    assert max(late) < 1_000
+
+
+def test_pi_clamps_and_step_threshold_resets() -> None:
+    s = PiServo(max_frequency_ppb=1_000, step_threshold_ns=1_000_000)
+    s.sync_interval(1.0)
+    s.sample(0, 1_000_000_000)
+    out = s.sample(500_000, 2_000_000_000)  # 500 ppm drift estimate, clamped to 1000 ppb
+    assert out.state is ServoState.JUMP and abs(out.freq_ppb) <= 1_000
+    out = s.sample(10, 3_000_000_000)
+    assert out.state is ServoState.LOCKED and abs(out.freq_ppb) <= 1_000
+    out = s.sample(2_000_000, 4_000_000_000)  # beyond step_threshold: unlock and start over
+    assert out.state is ServoState.UNLOCKED
+
+
+def test_pi_unordered_samples_restart() -> None:
+    s = PiServo()
+    s.sample(100, 2_000_000_000)
+    assert s.sample(100, 1_000_000_000).state is ServoState.UNLOCKED
+
+
+def test_pi_gains_follow_pi_c() -> None:
+    hw, sw = PiServo(), PiServo(software_timestamps=True)
+    hw.sync_interval(1.0)
+    sw.sync_interval(1.0)
+    assert (hw.kp, hw.ki) == (0.7, 0.3)
+    assert (sw.kp, sw.ki) == (0.1, 0.001)
+    hw.sync_interval(0.125)
+    assert hw.kp == pytest.approx(0.7 * 0.125 ** -0.3)
+    assert hw.ki == pytest.approx(0.3 * 0.125 ** 0.4)
+    fixed = PiServo(kp=0.5, ki=0.05)
+    fixed.sync_interval(0.125)
+    assert (fixed.kp, fixed.ki) == (0.5, 0.05)
+
+
+def test_linreg_settles() -> None:
+    trace = closed_loop(LinRegServo(), offset0_ns=1_000_000, drift_ppb=100_000, interval_s=0.125, seconds=40, noise_ns=20)
+    late = [abs(o) for t, o, _ in trace if t >= 30]
+    assert max(late) < 1_000, max(late)
+
+
+def test_make_servo_from_config() -> None:
+    assert isinstance(make_servo(cfgmod.parse({})), PiServo)
+    assert isinstance(make_servo(cfgmod.parse({"global": {"clock_servo": "linreg"}})), LinRegServo)
+    s = make_servo(cfgmod.parse({"global": {"time_stamping": "software"}}))
+    s.sync_interval(1.0)
+    assert s.kp == 0.1
