@@ -1,0 +1,243 @@
+"""UDPv4 and UDPv6 transports (IEEE 1588 annexes C and D), like linuxptp's udp.c / udp6.c.
+
+Per port: an event socket (port 319, SO_TIMESTAMPING RX+TX) and a general socket (port 320),
+both bound to the interface (SO_BINDTODEVICE), joined to the PTP groups on that interface only,
+multicast loop off, TTL / hop limit 1.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+
+from controlplane.runtime.transport import (
+    EVENT_PORT,
+    GENERAL_PORT,
+    SO_BINDTODEVICE,
+    Received,
+    TimestampMode,
+    TransportError,
+    TransportEvent,
+    TxKeyCounter,
+    drain_error_queue,
+    enable_hardware_timestamping,
+    enable_timestamping,
+    ifindex,
+    stamp_from_cmsgs,
+)
+
+PTP_PRIMARY_V4 = "224.0.1.129"
+PTP_PDELAY_V4 = "224.0.0.107"
+PTP_PRIMARY_V6 = "ff0e::181"
+PTP_PDELAY_V6 = "ff02::6b"
+
+
+def _interface_ipv4(sock: socket.socket, ifname: str) -> bytes:
+    import fcntl
+
+    SIOCGIFADDR = 0x8915
+    try:
+        res = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, struct.pack("256s", ifname.encode()[:15]))
+    except OSError:
+        return b"\0\0\0\0"
+    return res[20:24]
+
+
+def _interface_ipv6(ifname: str) -> bytes:
+    """The first global (else link-local) IPv6 address of ifname, from /proc/net/if_inet6."""
+    best = b"\0" * 16
+    try:
+        with open("/proc/net/if_inet6") as f:
+            rows = [line.split() for line in f]
+    except OSError:
+        return best
+    for row in rows:
+        if len(row) >= 6 and row[5] == ifname:
+            addr = bytes.fromhex(row[0])
+            if int(row[3], 16) == 0:  # global scope
+                return addr
+            best = addr
+    return best
+
+
+class _UdpBase:
+    network_protocol = "UDP"
+    family = socket.AF_INET
+
+    def __init__(self, ifname: str, *, timestamping: TimestampMode = TimestampMode.SOFTWARE, ttl: int = 1,
+                 event_port: int = EVENT_PORT, general_port: int = GENERAL_PORT) -> None:
+        self.ifname = ifname
+        self.timestamping = timestamping
+        self.ttl = ttl
+        self.event_port = event_port
+        self.general_port = general_port
+        self.ifindex = 0
+        self._event: socket.socket | None = None
+        self._general: socket.socket | None = None
+        self._keys = TxKeyCounter()
+
+    # -- family specifics (overridden) --
+    def _groups(self) -> tuple[str, str]:
+        raise NotImplementedError
+
+    def _configure_multicast(self, sock: socket.socket) -> None:
+        raise NotImplementedError
+
+    def _dest(self, group: str, port: int) -> tuple:
+        raise NotImplementedError
+
+    def protocol_address(self) -> bytes:
+        raise NotImplementedError
+
+    # -- common --
+    def _open_one(self, port: int, event: bool) -> socket.socket:
+        sock = socket.socket(self.family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, self.ifname.encode())
+            if self.family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(("::", port))
+            else:
+                sock.bind(("0.0.0.0", port))
+            self._configure_multicast(sock)
+            if event:
+                if self.timestamping is TimestampMode.HARDWARE:
+                    enable_hardware_timestamping(sock, self.ifname)
+                enable_timestamping(sock, self.timestamping)
+            else:
+                # RX software stamps on the general socket too (cheap; useful for logging)
+                enable_timestamping(sock, TimestampMode.SOFTWARE)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            if isinstance(exc, TransportError):
+                raise
+            raise TransportError(self.ifname, f"cannot open {self.network_protocol} socket on port {port}", exc) from exc
+        return sock
+
+    def open(self) -> None:
+        if self._event is not None:
+            return
+        self.ifindex = ifindex(self.ifname)
+        self._event = self._open_one(self.event_port, True)
+        try:
+            self._general = self._open_one(self.general_port, False)
+        except TransportError:
+            self._event.close()
+            self._event = None
+            raise
+
+    def close(self) -> None:
+        for sock in (self._event, self._general):
+            if sock is not None:
+                sock.close()
+        self._event = self._general = None
+
+    def __enter__(self):  # noqa: ANN204
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def fds(self) -> tuple[int, ...]:
+        return tuple(s.fileno() for s in (self._event, self._general) if s is not None)
+
+    def send(self, data: bytes, *, event: bool, peer_delay: bool = False, dest: object | None = None) -> int | None:
+        sock = self._event if event else self._general
+        if sock is None:
+            raise TransportError(self.ifname, "transport is not open")
+        port = self.event_port if event else self.general_port
+        if dest is None:
+            primary, pdelay = self._groups()
+            address = self._dest(pdelay if peer_delay else primary, port)
+        else:
+            address = self._unicast_dest(dest, port)
+        try:
+            sock.sendto(data, address)
+        except OSError as exc:
+            raise TransportError(self.ifname, f"send to {address[0]} failed", exc) from exc
+        if event:
+            return self._keys.take()
+        return None
+
+    def _unicast_dest(self, dest: object, port: int) -> tuple:
+        if isinstance(dest, tuple):
+            return (dest[0], port) + tuple(dest[2:])
+        return self._dest(str(dest), port)
+
+    def poll(self, fd: int) -> list[TransportEvent]:
+        sock = self._event if self._event is not None and fd == self._event.fileno() else self._general
+        if sock is None:
+            return []
+        event = sock is self._event
+        out: list[TransportEvent] = []
+        if event:
+            out.extend(drain_error_queue(sock, self.timestamping))
+        for _ in range(64):
+            try:
+                data, ancdata, _flags, addr = sock.recvmsg(2048, 1024)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                raise TransportError(self.ifname, "receive failed", exc) from exc
+            mode = self.timestamping if event else TimestampMode.SOFTWARE
+            out.append(Received(data=data, rx_ts_ns=stamp_from_cmsgs(ancdata, mode), source=addr, event=event))
+        return out
+
+
+class UdpV4Transport(_UdpBase):
+    network_protocol = "UDPv4"
+    family = socket.AF_INET
+
+    def _groups(self) -> tuple[str, str]:
+        return PTP_PRIMARY_V4, PTP_PDELAY_V4
+
+    def _configure_multicast(self, sock: socket.socket) -> None:
+        mreqn = struct.pack("4s4si", socket.inet_aton("0.0.0.0"), socket.inet_aton("0.0.0.0"), self.ifindex)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, self.ttl)
+        for group in self._groups():
+            req = struct.pack("4s4si", socket.inet_aton(group), socket.inet_aton("0.0.0.0"), self.ifindex)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, req)
+
+    def _dest(self, group: str, port: int) -> tuple:
+        return (group, port)
+
+    def protocol_address(self) -> bytes:
+        if self._event is None:
+            return b"\0\0\0\0"
+        return _interface_ipv4(self._event, self.ifname)
+
+
+class UdpV6Transport(_UdpBase):
+    network_protocol = "UDPv6"
+    family = socket.AF_INET6
+
+    def _groups(self) -> tuple[str, str]:
+        return PTP_PRIMARY_V6, PTP_PDELAY_V6
+
+    def _configure_multicast(self, sock: socket.socket) -> None:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, self.ifindex)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, self.ttl)
+        for group in self._groups():
+            req = socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", self.ifindex)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, req)
+
+    def _dest(self, group: str, port: int) -> tuple:
+        addr = ipaddress.IPv6Address(group.split("%")[0])
+        scope = self.ifindex if (addr.is_link_local or addr.is_multicast) else 0
+        return (str(addr), port, 0, scope)
+
+    def _unicast_dest(self, dest: object, port: int) -> tuple:
+        if isinstance(dest, tuple):
+            scope = dest[3] if len(dest) > 3 and dest[3] else self.ifindex
+            return (dest[0], port, 0, scope)
+        return self._dest(str(dest), port)
+
+    def protocol_address(self) -> bytes:
+        return _interface_ipv6(self.ifname)
