@@ -53,7 +53,10 @@ def two_ns() -> Iterator[tuple[str, str]]:
         for n in (a, b):
             _sh("ip", "netns", "add", n)
             made.append(n)
-XX, "eth0", "type", "veth", "peer", "name", "eth0", "netns", b)
+            _sh("ip", "-n", n, "link", "set", "lo", "up")
+            # no duplicate address detection: link-local addresses usable at once
+            _sh("ip", "netns", "exec", n, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0")
+        _sh("ip", "-n", a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b)
         for n, i in ((a, 1), (b, 2)):
             _sh("ip", "-n", n, "addr", "add", f"10.251.0.{i}/24", "dev", "eth0")
             _sh("ip", "-n", n, "addr", "add", f"fd00:251::{i}/64", "dev", "eth0", "nodad")
@@ -66,11 +69,11 @@ XX, "eth0", "type", "veth", "peer", "name", "eth0", "netns", b)
 
 
 def _wait_ipv6_ready(*names: str, timeout_s: float = 5.0) -> None:
-    """Until no address is tentative (link-local DAD), UDPv6 sends may go nowhere."""
+    """Until every eth0 has a usable link-local address, UDPv6 multicast may go nowhere."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        out = "".join(subprocess.run(["ip", "-n", n, "-6", "addr"], capture_output=True, text=True).stdout for n in names)
-        if "tentative" not in out:
+        outs = [subprocess.run(["ip", "-n", n, "-6", "addr", "show", "dev", "eth0"], capture_output=True, text=True).stdout for n in names]
+        if all("scope link" in o and "tentative" not in o for o in outs):
             return
         time.sleep(0.1)
 
