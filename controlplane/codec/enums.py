@@ -1,0 +1,252 @@
+"""Wire enumerations of IEEE 1588-2019 (values checked against linuxptp msg.h / tlv.h / ddt.h).
+
+Decoded fields keep unknown values as plain ``int`` (see ``as_enum``): a reserved or
+profile-specific value on the wire must survive a decode/encode round trip.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import TypeVar
+
+E = TypeVar("E", bound=IntEnum)
+
+
+def as_enum(enum_cls: type[E], value: int) -> E | int:
+    """``enum_cls(value)`` when the value is known, else the plain int (never raises)."""
+    try:
+        return enum_cls(value)
+    except ValueError:
+        return value
+
+
+class MessageType(IntEnum):
+    SYNC = 0x0
+    DELAY_REQ = 0x1
+    PDELAY_REQ = 0x2
+    PDELAY_RESP = 0x3
+    FOLLOW_UP = 0x8
+    DELAY_RESP = 0x9
+    PDELAY_RESP_FOLLOW_UP = 0xA
+    ANNOUNCE = 0xB
+    SIGNALING = 0xC
+    MANAGEMENT = 0xD
+
+    @property
+    def is_event(self) -> bool:
+        """Event messages are timestamped and travel on UDP port 319."""
+        return self.value < 0x8
+
+
+class ControlField(IntEnum):
+    """controlField (deprecated in 2019 but still sent, with these values)."""
+
+    SYNC = 0
+    DELAY_REQ = 1
+    FOLLOW_UP = 2
+    DELAY_RESP = 3
+    MANAGEMENT = 4
+    OTHER = 5
+
+
+CONTROL_FIELD_FOR = {
+    MessageType.SYNC: ControlField.SYNC,
+    MessageType.DELAY_REQ: ControlField.DELAY_REQ,
+    MessageType.FOLLOW_UP: ControlField.FOLLOW_UP,
+    MessageType.DELAY_RESP: ControlField.DELAY_RESP,
+    MessageType.MANAGEMENT: ControlField.MANAGEMENT,
+}
+
+
+class TlvType(IntEnum):
+    MANAGEMENT = 0x0001
+    MANAGEMENT_ERROR_STATUS = 0x0002
+    ORGANIZATION_EXTENSION = 0x0003
+    REQUEST_UNICAST_TRANSMISSION = 0x0004
+    GRANT_UNICAST_TRANSMISSION = 0x0005
+    CANCEL_UNICAST_TRANSMISSION = 0x0006
+    ACKNOWLEDGE_CANCEL_UNICAST_TRANSMISSION = 0x0007
+    PATH_TRACE = 0x0008
+    ALTERNATE_TIME_OFFSET_INDICATOR = 0x0009
+    AUTHENTICATION_2008 = 0x2000
+    AUTHENTICATION_CHALLENGE = 0x2001
+    SECURITY_ASSOCIATION_UPDATE = 0x2002
+    CUM_FREQ_SCALE_FACTOR_OFFSET = 0x2003
+    ORGANIZATION_EXTENSION_PROPAGATE = 0x4000
+    ENHANCED_ACCURACY_METRICS = 0x4001
+    ORGANIZATION_EXTENSION_DO_NOT_PROPAGATE = 0x8000
+    L1_SYNC = 0x8001
+    PORT_COMMUNICATION_AVAILABILITY = 0x8002
+    PROTOCOL_ADDRESS = 0x8003
+    SLAVE_RX_SYNC_TIMING_DATA = 0x8004
+    SLAVE_RX_SYNC_COMPUTED_DATA = 0x8005
+    SLAVE_TX_EVENT_TIMESTAMPS = 0x8006
+    CUMULATIVE_RATE_RATIO = 0x8007
+    PAD = 0x8008
+    AUTHENTICATION = 0x8009
+
+
+class ManagementAction(IntEnum):
+    GET = 0
+    SET = 1
+    RESPONSE = 2
+    COMMAND = 3
+    ACKNOWLEDGE = 4
+
+
+class ManagementId(IntEnum):
+    NULL_MANAGEMENT = 0x0000
+    CLOCK_DESCRIPTION = 0x0001
+    USER_DESCRIPTION = 0x0002
+    SAVE_IN_NON_VOLATILE_STORAGE = 0x0003
+    RESET_NON_VOLATILE_STORAGE = 0x0004
+    INITIALIZE = 0x0005
+    FAULT_LOG = 0x0006
+    FAULT_LOG_RESET = 0x0007
+    DEFAULT_DATA_SET = 0x2000
+    CURRENT_DATA_SET = 0x2001
+    PARENT_DATA_SET = 0x2002
+    TIME_PROPERTIES_DATA_SET = 0x2003
+    PORT_DATA_SET = 0x2004
+    PRIORITY1 = 0x2005
+    PRIORITY2 = 0x2006
+    DOMAIN = 0x2007
+    SLAVE_ONLY = 0x2008
+    LOG_ANNOUNCE_INTERVAL = 0x2009
+    ANNOUNCE_RECEIPT_TIMEOUT = 0x200A
+    LOG_SYNC_INTERVAL = 0x200B
+    VERSION_NUMBER = 0x200C
+    ENABLE_PORT = 0x200D
+    DISABLE_PORT = 0x200E
+    TIME = 0x200F
+    CLOCK_ACCURACY = 0x2010
+    UTC_PROPERTIES = 0x2011
+    TRACEABILITY_PROPERTIES = 0x2012
+    TIMESCALE_PROPERTIES = 0x2013
+    UNICAST_NEGOTIATION_ENABLE = 0x2014
+    PATH_TRACE_LIST = 0x2015
+    PATH_TRACE_ENABLE = 0x2016
+    GRANDMASTER_CLUSTER_TABLE = 0x2017
+    UNICAST_MASTER_TABLE = 0x2018
+    UNICAST_MASTER_MAX_TABLE_SIZE = 0x2019
+    ACCEPTABLE_MASTER_TABLE = 0x201A
+    ACCEPTABLE_MASTER_TABLE_ENABLED = 0x201B
+    ACCEPTABLE_MASTER_MAX_TABLE_SIZE = 0x201C
+    ALTERNATE_MASTER = 0x201D
+    ALTERNATE_TIME_OFFSET_ENABLE = 0x201E
+    ALTERNATE_TIME_OFFSET_NAME = 0x201F
+    ALTERNATE_TIME_OFFSET_MAX_KEY = 0x2020
+    ALTERNATE_TIME_OFFSET_PROPERTIES = 0x2021
+    EXTERNAL_PORT_CONFIGURATION_ENABLED = 0x3000
+    MASTER_ONLY = 0x3001
+    HOLDOVER_UPGRADE_ENABLE = 0x3002
+    EXT_PORT_CONFIG_PORT_DATA_SET = 0x3003
+    TRANSPARENT_CLOCK_DEFAULT_DATA_SET = 0x4000
+    TRANSPARENT_CLOCK_PORT_DATA_SET = 0x4001
+    PRIMARY_DOMAIN = 0x4002
+    DELAY_MECHANISM = 0x6000
+    LOG_MIN_PDELAY_REQ_INTERVAL = 0x6001
+    # linuxptp implementation-specific ("_NP" = non-portable)
+    TIME_STATUS_NP = 0xC000
+    GRANDMASTER_SETTINGS_NP = 0xC001
+    PORT_DATA_SET_NP = 0xC002
+    SUBSCRIBE_EVENTS_NP = 0xC003
+    PORT_PROPERTIES_NP = 0xC004
+    PORT_STATS_NP = 0xC005
+    SYNCHRONIZATION_UNCERTAIN_NP = 0xC006
+    PORT_SERVICE_STATS_NP = 0xC007
+    UNICAST_MASTER_TABLE_NP = 0xC008
+    PORT_HWCLOCK_NP = 0xC009
+
+
+class ManagementErrorId(IntEnum):
+    RESPONSE_TOO_BIG = 0x0001
+    NO_SUCH_ID = 0x0002
+    WRONG_LENGTH = 0x0003
+    WRONG_VALUE = 0x0004
+    NOT_SETABLE = 0x0005
+    NOT_SUPPORTED = 0x0006
+    UNPOPULATED = 0x0007
+    GENERAL_ERROR = 0xFFFE
+
+
+class TimeSource(IntEnum):
+    ATOMIC_CLOCK = 0x10
+    GNSS = 0x20
+    TERRESTRIAL_RADIO = 0x30
+    SERIAL_TIME_CODE = 0x39
+    PTP = 0x40
+    NTP = 0x50
+    HAND_SET = 0x60
+    OTHER = 0x90
+    INTERNAL_OSCILLATOR = 0xA0
+
+
+class ClockAccuracy(IntEnum):
+    WITHIN_1_PS = 0x17
+    WITHIN_2_5_PS = 0x18
+    WITHIN_10_PS = 0x19
+    WITHIN_25_PS = 0x1A
+    WITHIN_100_PS = 0x1B
+    WITHIN_250_PS = 0x1C
+    WITHIN_1_NS = 0x1D
+    WITHIN_2_5_NS = 0x1E
+    WITHIN_10_NS = 0x1F
+    WITHIN_25_NS = 0x20
+    WITHIN_100_NS = 0x21
+    WITHIN_250_NS = 0x22
+    WITHIN_1_US = 0x23
+    WITHIN_2_5_US = 0x24
+    WITHIN_10_US = 0x25
+    WITHIN_25_US = 0x26
+    WITHIN_100_US = 0x27
+    WITHIN_250_US = 0x28
+    WITHIN_1_MS = 0x29
+    WITHIN_2_5_MS = 0x2A
+    WITHIN_10_MS = 0x2B
+    WITHIN_25_MS = 0x2C
+    WITHIN_100_MS = 0x2D
+    WITHIN_250_MS = 0x2E
+    WITHIN_1_S = 0x2F
+    WITHIN_10_S = 0x30
+    MORE_THAN_10_S = 0x31
+    UNKNOWN = 0xFE
+
+
+class PortState(IntEnum):
+    INITIALIZING = 1
+    FAULTY = 2
+    DISABLED = 3
+    LISTENING = 4
+    PRE_MASTER = 5
+    MASTER = 6
+    PASSIVE = 7
+    UNCALIBRATED = 8
+    SLAVE = 9
+
+
+class DelayMechanism(IntEnum):
+    E2E = 0x01
+    P2P = 0x02
+    COMMON_P2P = 0x03
+    SPECIAL = 0x04
+    NO_MECHANISM = 0xFE
+
+
+class NetworkProtocol(IntEnum):
+    UDP_IPV4 = 1
+    UDP_IPV6 = 2
+    IEEE_802_3 = 3
+    DEVICENET = 4
+    CONTROLNET = 5
+    PROFINET = 6
+
+
+class ClockType(IntEnum):
+    """clockType bits of CLOCK_DESCRIPTION (a bit field; values are single bits)."""
+
+    ORDINARY_CLOCK = 0x8000
+    BOUNDARY_CLOCK = 0x4000
+    P2P_TRANSPARENT_CLOCK = 0x2000
+    E2E_TRANSPARENT_CLOCK = 0x1000
+    MANAGEMENT_NODE = 0x0800
