@@ -1,0 +1,178 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * EGRESS hook: tc clsact egress on each switch port. Runs after the bridge's forwarding decision,
+ * once per egress copy (a flooded frame is one skb per port; bpf_skb_store_bytes un-clones shared
+ * data first, so each copy carries its own residence, never an accumulated one).
+ *
+ * Per PTP message (port enabled, domain accepted, forwarded i.e. skb->ingress_ifindex != 0):
+ *   event (Sync, Delay_Req, Pdelay_Req, Pdelay_Resp): residence = now - ingress stamp, x rate ratio,
+ *     in scaled ns; P2P: + the ingress port's meanLinkDelay + delayAsymmetry (Sync only).
+ *       one-step                    -> added to its own correctionField here
+ *       two-step Sync / Pdelay_Resp -> stored for {message, this port}; the Follow_Up /
+ *                                      Pdelay_Resp_Follow_Up leaving this port adds it
+ *       Delay_Req with two-step TC  -> stored for {message, its ingress port}: the Delay_Resp that
+ *                                      leaves through that port adds it
+ *   general (Follow_Up, Delay_Resp, Pdelay_Resp_Follow_Up): add the stored residence; if none is
+ *     stored yet (it left before its event), leave a marker so the late event is corrected in place.
+ *   P2P egress port: forwarded Pdelay_* and Delay_Req are dropped (locally originated ones pass).
+ *   Every event message leaving gets skb->priority = egress_priority (strict-priority qdisc band).
+ */
+static __always_inline __u8 ptp_event_of(__u8 general)
+{
+	switch (general) {
+	case PTP_FOLLOW_UP: return PTP_SYNC;
+	case PTP_DELAY_RESP: return PTP_DELAY_REQ;
+	case PTP_PDELAY_RESP_FOLLOW_UP: return PTP_PDELAY_RESP;
+	default: return 0xff;
+	}
+}
+
+static __always_inline void ptp_correct(struct __sk_buff *skb, struct ptp_pkt *p,
+					__s64 corr, struct ptp_counters *pc)
+{
+	int r = ptp_add_correction(skb, p, corr);
+
+	if (r < 0) {
+		PTP_COUNT(pc, PTP_C_ERROR);
+		return;
+	}
+	PTP_COUNT(pc, PTP_C_CORRECTED);
+	if (r == 1)
+		PTP_COUNT(pc, PTP_C_TRAILER);
+}
+
+int tc_egress(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ptp_port_cfg *ecfg, *icfg;
+	struct ptp_global_cfg *g;
+	struct ptp_counters *pc;
+	struct ptp_ingress_val *ing;
+	struct ptp_twostep_key tk = {};
+	struct ptp_twostep_val *tv, nv = {};
+	struct ptp_pkt p;
+	__u64 now, stale, age, rr;
+	__u32 ifindex, iif;
+	__s64 corr;
+	int r;
+
+	__builtin_memset(&p, 0, sizeof(p));
+	r = ptp_parse(data, data_end, &p);
+	if (r == PTP_NOT)
+		return TC_ACT_OK;
+	if (r != PTP_OK && skb->len > (__u32)(data_end - data)) {
+		/* headers or payload outside the linear area: pull and parse again */
+		if (bpf_skb_pull_data(skb, skb->len > 256 ? 256 : skb->len) < 0)
+			return TC_ACT_OK;
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		__builtin_memset(&p, 0, sizeof(p));
+		r = ptp_parse(data, data_end, &p);
+	}
+	if (r != PTP_OK && r != PTP_BAD)
+		return TC_ACT_OK;
+	ifindex = skb->ifindex;
+	ecfg = ptp_port(ifindex);
+	if (!ecfg)
+		return TC_ACT_OK;
+	pc = ptp_ctr(ecfg->slot, p.msg_type);
+	if (r == PTP_BAD) {
+		PTP_COUNT(pc, PTP_C_MALFORMED);
+		return TC_ACT_OK;
+	}
+	PTP_COUNT(pc, PTP_C_TX);
+	g = ptp_global();
+	if (!g)
+		return TC_ACT_OK;
+	if ((g->flags & PTP_G_DOMAIN_FILTER) && p.key.domain != g->domain) {
+		PTP_COUNT(pc, PTP_C_FILTERED);
+		return TC_ACT_OK;
+	}
+	if (ptp_is_event(p.msg_type) && g->egress_priority) {
+		skb->priority = g->egress_priority;
+		PTP_COUNT(pc, PTP_C_PRIO);
+	}
+	iif = skb->ingress_ifindex;
+	if (!iif) {
+		PTP_COUNT(pc, PTP_C_LOCAL);
+		return TC_ACT_OK;
+	}
+	if (ecfg->mode == PTP_MODE_P2P &&
+	    (p.msg_type == PTP_PDELAY_REQ || p.msg_type == PTP_PDELAY_RESP ||
+	     p.msg_type == PTP_PDELAY_RESP_FOLLOW_UP || p.msg_type == PTP_DELAY_REQ)) {
+		PTP_COUNT(pc, PTP_C_DROPPED);
+		return TC_ACT_SHOT;
+	}
+	now = bpf_ktime_get_ns();
+	stale = g->stale_age_ns;
+
+	if (ptp_is_event(p.msg_type)) {
+		ing = ptp_ingress.lookup(&p.key);
+		if (!ing) {
+			PTP_COUNT(pc, PTP_C_NO_INGRESS);
+			return TC_ACT_OK;
+		}
+		age = now - ing->t_ns;
+		if (ing->t_ns > now || age > stale) {
+			PTP_COUNT(pc, PTP_C_STALE);
+			return TC_ACT_OK;
+		}
+		icfg = port_cfg.lookup(&ing->ifindex);
+		rr = icfg && icfg->rate_ratio_q32 ? icfg->rate_ratio_q32 : PTP_RATE_ONE;
+		corr = (__s64)((age * rr) >> 16);
+		if (p.msg_type == PTP_SYNC && icfg && icfg->mode == PTP_MODE_P2P)
+			corr += icfg->mean_link_delay_scaled + icfg->delay_asymmetry_scaled;
+
+		__builtin_memcpy(&tk.k, &p.key, sizeof(tk.k));
+		if ((p.msg_type == PTP_SYNC || p.msg_type == PTP_PDELAY_RESP) &&
+		    (p.flags0 & PTP_FLAG0_TWO_STEP))
+			tk.ifindex = ifindex;
+		else if (p.msg_type == PTP_DELAY_REQ && (g->flags & PTP_G_TWO_STEP_TC))
+			tk.ifindex = ing->ifindex;
+		else {
+			ptp_correct(skb, &p, corr, pc);
+			return TC_ACT_OK;
+		}
+		tv = ptp_twostep.lookup(&tk);
+		if (tv && (tv->flags & PTP_TS_GENERAL_PASSED) && now - tv->t_ns <= stale) {
+			/* its general message already left uncorrected: the slave sums both fields */
+			ptp_twostep.delete(&tk);
+			PTP_COUNT(pc, PTP_C_TS_LATE);
+			ptp_correct(skb, &p, corr, pc);
+			return TC_ACT_OK;
+		}
+		nv.corr_scaled = corr;
+		nv.t_ns = now;
+		nv.flags = PTP_TS_RESIDENCE;
+		ptp_twostep.update(&tk, &nv);
+		PTP_COUNT(pc, PTP_C_TS_STORED);
+		return TC_ACT_OK;
+	}
+
+	tk.k.msg_type = ptp_event_of(p.msg_type);
+	if (tk.k.msg_type == 0xff)
+		return TC_ACT_OK;                       /* Announce, Signaling, Management */
+	if (p.msg_type == PTP_DELAY_RESP && !(g->flags & PTP_G_TWO_STEP_TC))
+		return TC_ACT_OK;                       /* one-step TC: Delay_Req was corrected itself */
+	tk.k.domain = p.key.domain;
+	tk.k.seq = p.key.seq;
+	if (p.msg_type == PTP_DELAY_RESP)
+		__builtin_memcpy(tk.k.port_id, p.req_port_id, 10);
+	else
+		__builtin_memcpy(tk.k.port_id, p.key.port_id, 10);
+	tk.ifindex = ifindex;
+	tv = ptp_twostep.lookup(&tk);
+	if (tv && (tv->flags & PTP_TS_RESIDENCE) && now - tv->t_ns <= stale) {
+		corr = tv->corr_scaled;
+		ptp_twostep.delete(&tk);
+		PTP_COUNT(pc, PTP_C_TS_MATCHED);
+		ptp_correct(skb, &p, corr, pc);
+		return TC_ACT_OK;
+	}
+	PTP_COUNT(pc, PTP_C_TS_MISSED);
+	nv.t_ns = now;
+	nv.flags = PTP_TS_GENERAL_PASSED;
+	ptp_twostep.update(&tk, &nv);
+	return TC_ACT_OK;
+}

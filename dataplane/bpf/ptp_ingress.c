@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * INGRESS hook: stamp each PTP event message as early as the kernel allows.
+ *   xdp_ingress    XDP on each switch port (before skb allocation on real NICs; on veth it runs in
+ *                  the NAPI poll, before the stack's RX timestamp). Preferred.
+ *   tc_ingress     clsact ingress fallback when XDP cannot attach.
+ * Both only read the packet; verdict is always PASS.
+ */
+int xdp_ingress(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+
+	ptp_ingress_stamp(data, data_end, ctx->ingress_ifindex);
+	return XDP_PASS;
+}
+
+int tc_ingress(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+
+	ptp_ingress_stamp(data, data_end, skb->ifindex);
+	return TC_ACT_OK;
+}
