@@ -1,0 +1,357 @@
+"""The asyncio adapter: the only place that reads clocks for the core and executes its actions.
+
+    kernel ──Received/TxTimestamp──> Runtime ──decode──> node.handle_message(...)  -> [Action]
+    loop timer (monotonic) ────────> Runtime ──────────> node.handle_timer(now_ns) -> [Action]
+    [Action] ──> SendMessage: encode + transport.send (event: remember tx_token)
+                 AdjustClock: local clock; ProgramDataplane: BPF maps; StateChanged/...: logs
+
+Two time bases, two names: ``now_ns`` is host monotonic time (timers), stamps handed to the node
+are PTP time of the local clock (``clock.from_system_ns(kernel_stamp)``).
+
+Errors say whose fault: a peer's malformed packet is counted and dropped; a socket or BPF failure
+becomes a FAULT of that port (``node.handle_fault``), never an exception out of the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import logging
+import math
+import time
+from typing import Any, Callable, Protocol, Sequence, assert_never
+
+
+from controlplane.codec.errors import CodecError
+from controlplane.codec.messages import decode, encode
+from controlplane.core.actions import (
+    Action,
+    AdjustClock,
+    ArmTimer,
+    Dest,
+    Fault,
+    OffsetSample,
+    ParentChanged,
+    ProgramDataplane,
+    SendMessage,
+    StateChanged,
+)
+from controlplane.runtime.transport import Received, Transport, TransportError, TxTimestamp
+
+log = logging.getLogger("ptp-switch")
+
+UDS_PORT = 0  # the management socket is port 0, as in ptp4l
+
+
+class Node(Protocol):
+    """What the runtime needs from the sans-IO core (a clock with its ports)."""
+
+    def start(self, now_ns: int) -> list[Action]: ...
+
+    def handle_message(self, port: int, message: Any, rx_ts_ns: int | None, now_ns: int, source: object) -> list[Action]: ...
+
+    def handle_tx_timestamp(self, tx_token: int, tx_ts_ns: int, now_ns: int) -> list[Action]: ...
+
+    def handle_timer(self, now_ns: int) -> list[Action]: ...
+
+    def handle_fault(self, port: int, reason: str, now_ns: int) -> list[Action]: ...
+
+    def next_deadline_ns(self) -> int | None: ...
+
+
+class SteerableClock(Protocol):
+    def from_system_ns(self, system_ns: int) -> int: ...
+
+    def adjust_frequency(self, freq_ppb: float) -> None: ...
+
+    def step(self, delta_ns: int) -> None: ...
+
+    @property
+    def frequency_ppb(self) -> float: ...
+
+
+class DataplaneWriter(Protocol):
+    def program_port(self, port: int, *, mean_link_delay_ns: int, delay_asymmetry_ns: int, rate_ratio: float, enabled: bool) -> None: ...
+
+
+@dataclasses.dataclass
+class Counters:
+    rx_messages: int = 0
+    rx_malformed: int = 0
+    rx_no_timestamp: int = 0
+    rx_unknown_port: int = 0
+    tx_messages: int = 0
+    tx_errors: int = 0
+    tx_timestamps: int = 0
+    tx_timestamps_unmatched: int = 0
+    faults: int = 0
+    clock_adjustments: int = 0
+    dataplane_writes: int = 0
+
+
+@dataclasses.dataclass
+class _Summary:
+    offsets: list[int] = dataclasses.field(default_factory=list)
+    freqs: list[float] = dataclasses.field(default_factory=list)
+    delays: list[int] = dataclasses.field(default_factory=list)
+    state: int = 0
+    started_ns: int = 0
+
+
+def _rms(values: Sequence[float]) -> float:
+    return math.sqrt(sum(v * v for v in values) / len(values)) if values else 0.0
+
+
+def _sd(values: Sequence[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+class Runtime:
+    """Runs one node over its transports on the running asyncio loop."""
+
+    def __init__(
+        self,
+        node: Node,
+        ports: dict[int, Transport],
+        clock: SteerableClock,
+        *,
+        dataplane: DataplaneWriter | None = None,
+        summary_interval: int = 0,
+        free_running: bool = False,
+        monotonic_ns: Callable[[], int] = time.monotonic_ns,
+        on_action: Callable[[Action], None] | None = None,
+    ) -> None:
+        self.node = node
+        self.ports = dict(ports)
+        self.clock = clock
+        self.dataplane = dataplane
+        self.summary_interval_ns = int(2.0 ** summary_interval * 1e9)
+        self.free_running = free_running
+        self.monotonic_ns = monotonic_ns
+        self.on_action = on_action
+        self.counters = Counters()
+        self.last_offset: OffsetSample | None = None
+        self.port_states: dict[int, str] = {}
+        self._tokens: dict[tuple[int, int], int] = {}
+        self._token_order: collections.deque[tuple[int, int]] = collections.deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_deadline_ns: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._summaries: dict[int, _Summary] = {}
+        self._open: set[int] = set()
+        self._stopped = asyncio.Event()
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def port_name(self, port: int) -> str:
+        t = self.ports.get(port)
+        return f"port {port} ({t.ifname})" if t is not None and port != UDS_PORT else f"port {port}"
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        now = self.monotonic_ns()
+        faults: list[tuple[int, str]] = []
+        for number, transport in self.ports.items():
+            try:
+                transport.open()
+            except TransportError as exc:
+                faults.append((number, str(exc)))
+                continue
+            self._open.add(number)
+            for fd in transport.fds():
+                self._loop.add_reader(fd, self._readable, number, fd)
+        self._execute(self.node.start(now))
+        for number, reason in faults:
+            self._fault(number, reason)
+        self._reschedule()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for number in list(self._open):
+            self._close_port(number)
+        self._stopped.set()
+
+    async def run_until(self, stop: asyncio.Event) -> None:
+        self.start()
+        try:
+            await stop.wait()
+        finally:
+            self.stop()
+
+    def _close_port(self, number: int) -> None:
+        transport = self.ports[number]
+        if self._loop is not None:
+            for fd in transport.fds():
+                self._loop.remove_reader(fd)
+        transport.close()
+        self._open.discard(number)
+
+    # ---- events in ------------------------------------------------------------------------
+    def _readable(self, port: int, fd: int) -> None:
+        transport = self.ports[port]
+        try:
+            events = transport.poll(fd)
+        except TransportError as exc:
+            self._fault(port, str(exc))
+            return
+        for ev in events:
+            now = self.monotonic_ns()
+            if isinstance(ev, TxTimestamp):
+                core_token = self._tokens.pop((port, ev.token), None)
+                if core_token is None:
+                    self.counters.tx_timestamps_unmatched += 1
+                    continue
+                self.counters.tx_timestamps += 1
+                self._execute(self.node.handle_tx_timestamp(core_token, self.clock.from_system_ns(ev.tx_ts_ns), now))
+            elif isinstance(ev, Received):
+                self._received(port, ev, now)
+            else:  # pragma: no cover - closed set
+                assert_never(ev)
+        self._reschedule()
+
+    def _received(self, port: int, ev: Received, now: int) -> None:
+        try:
+            message = decode(ev.data)
+        except CodecError as exc:
+            self.counters.rx_malformed += 1
+            log.debug("%s: dropped malformed message from %s: %s", self.port_name(port), ev.source, exc)
+            return
+        if ev.event and ev.rx_ts_ns is None:
+            self.counters.rx_no_timestamp += 1
+            log.debug("%s: dropped event message without RX timestamp", self.port_name(port))
+            return
+        self.counters.rx_messages += 1
+        rx_ptp_ns = self.clock.from_system_ns(ev.rx_ts_ns) if ev.rx_ts_ns is not None else None
+        self._execute(self.node.handle_message(port, message, rx_ptp_ns, now, ev.source))
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_deadline_ns = None
+        self._execute(self.node.handle_timer(self.monotonic_ns()))
+        self._reschedule()
+
+    def _reschedule(self) -> None:
+        if self._loop is None:
+            return
+        deadline = self.node.next_deadline_ns()
+        if deadline == self._timer_deadline_ns and self._timer is not None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_deadline_ns = deadline
+        if deadline is not None:
+            delay_s = max(0.0, (deadline - self.monotonic_ns()) / 1e9)
+            self._timer = self._loop.call_later(delay_s, self._on_timer)
+
+    def _fault(self, port: int, reason: str) -> None:
+        self.counters.faults += 1
+        log.warning("%s: FAULT: %s", self.port_name(port), reason)
+        if port in self._open and port != UDS_PORT:
+            self._close_port(port)
+        self._execute(self.node.handle_fault(port, reason, self.monotonic_ns()))
+
+    # ---- actions out ----------------------------------------------------------------------
+    def _execute(self, actions: list[Action]) -> None:
+        pending = list(actions)
+        while pending:
+            action = pending.pop(0)
+            if self.on_action is not None:
+                self.on_action(action)
+            follow = self._do(action)
+            if follow:
+                pending.extend(follow)
+
+    def _do(self, action: Action) -> list[Action] | None:
+        if isinstance(action, SendMessage):
+            return self._send(action)
+        elif isinstance(action, ArmTimer):
+            return None  # next_deadline_ns() is authoritative; _reschedule runs after every batch
+        elif isinstance(action, AdjustClock):
+            if self.free_running:
+                return None
+            self.counters.clock_adjustments += 1
+            if action.freq_ppb is not None:
+                self.clock.adjust_frequency(action.freq_ppb)
+            if action.step_ns:
+                self.clock.step(action.step_ns)
+                log.info("clock stepped by %d ns (offset %s)", action.step_ns, action.offset_ns)
+            return None
+        elif isinstance(action, ProgramDataplane):
+            if self.dataplane is None:
+                return None
+            try:
+                self.dataplane.program_port(action.port, mean_link_delay_ns=action.mean_link_delay_ns,
+                                            delay_asymmetry_ns=action.delay_asymmetry_ns,
+                                            rate_ratio=action.rate_ratio, enabled=action.enabled)
+                self.counters.dataplane_writes += 1
+            except Exception as exc:  # a BPF map failure is a FAULT of that port
+                self._fault(action.port, f"dataplane map write failed: {exc}")
+            return None
+        elif isinstance(action, StateChanged):
+            self.port_states[action.port] = action.new.name
+            log.info("%s: %s to %s on %s", self.port_name(action.port), action.old.name, action.new.name, action.event)
+            return None
+        elif isinstance(action, ParentChanged):
+            log.info("%s", action)
+            return None
+        elif isinstance(action, OffsetSample):
+            self._offset(action)
+            return None
+        elif isinstance(action, Fault):
+            log.warning("%s: %s", self.port_name(action.port), action.reason)
+            return None
+        else:
+            assert_never(action)
+
+    def _send(self, action: SendMessage) -> list[Action] | None:
+        transport = self.ports.get(action.port)
+        if transport is None or (action.port not in self._open):
+            self.counters.tx_errors += 1
+            return None
+        try:
+            data = encode(action.message)
+        except Exception as exc:  # our own bug: a message the codec refuses to encode
+            self.counters.tx_errors += 1
+            log.error("%s: cannot encode %s: %s", self.port_name(action.port), type(action.message).__name__, exc)
+            return None
+        dest = action.dest
+        peer_delay = dest == Dest.PDELAY
+        unicast = None if dest in (Dest.PRIMARY, Dest.PDELAY, None) else dest
+        try:
+            token = transport.send(data, event=action.event, peer_delay=peer_delay, dest=unicast)
+        except TransportError as exc:
+            self.counters.tx_errors += 1
+            self._fault(action.port, str(exc))
+            return None
+        self.counters.tx_messages += 1
+        if action.event and action.tx_token is not None and token is not None:
+            key = (action.port, token)
+            self._tokens[key] = action.tx_token
+            self._token_order.append(key)
+            while len(self._token_order) > 1024:  # stamps that never came
+                self._tokens.pop(self._token_order.popleft(), None)
+        return None
+
+    def _offset(self, sample: OffsetSample) -> None:
+        self.last_offset = sample
+        now = self.monotonic_ns()
+        s = self._summaries.setdefault(sample.port, _Summary(started_ns=now))
+        s.offsets.append(sample.offset_ns)
+        s.freqs.append(sample.freq_ppb)
+        s.delays.append(sample.mean_path_delay_ns)
+        s.state = sample.servo_state
+        if now - s.started_ns < self.summary_interval_ns and len(s.offsets) < 1_000_000:
+            return
+        if len(s.offsets) == 1:
+            log.info("%s", sample)  # ptp4l: "master offset N sS freq F path delay D"
+        else:
+            log.info("rms %4.0f max %4d freq %+6.0f +/- %3.0f delay %5.0f +/- %3.0f",
+                     _rms(s.offsets), max(abs(o) for o in s.offsets), sum(s.freqs) / len(s.freqs), _sd(s.freqs),
+                     sum(s.delays) / len(s.delays), _sd(s.delays))
+        self._summaries[sample.port] = _Summary(started_ns=now)
