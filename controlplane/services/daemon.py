@@ -1,0 +1,246 @@
+"""The ptp-switch daemon: builds everything from the configuration and runs it (no globals).
+
+    DaemonOptions (CLI) ─> DaemonConfig (config file + overrides, validated by the core's table)
+      ─> transports per port (UDPv4/UDPv6/L2) + UDS management (port 0)
+      ─> local clock (VirtualClock by default, PhcClock when phc_device is set)
+      ─> node (the core's clock with its ports) ─> Runtime (asyncio) until SIGINT/SIGTERM
+      ─> E2E_TC/P2P_TC: the eBPF dataplane attached to every port, programmed by the node's
+         ProgramDataplane actions.
+
+The node comes from ``controlplane.core.node.build_node(NodeSpec, rng)``; ``NodeSpec`` below is the
+runtime's side of that contract (everything the core needs that only the runtime can know).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import random
+import signal
+from typing import Any, Callable
+
+from controlplane.core.config import ClockType, NetworkTransport, TimeStamping
+from controlplane.runtime.clock import ClockError, PhcClock, VirtualClock
+from controlplane.runtime.configfile import DaemonConfig, parse_config_text, read_config_file
+from controlplane.runtime.l2 import L2Transport
+from controlplane.runtime.loop import UDS_PORT, Node, Runtime
+from controlplane.runtime.transport import TimestampMode, Transport, TransportError
+from controlplane.runtime.uds import UdsTransport
+from controlplane.runtime.udp import UdpV4Transport, UdpV6Transport
+
+log = logging.getLogger("ptp-switch")
+
+PTP4L_DEFAULT_UDS = "/var/run/ptp4l"
+
+
+class DaemonError(Exception):
+    """A startup error the operator must fix (printed as one line by the CLI)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DaemonOptions:
+    interfaces: tuple[str, ...] = ()
+    config_file: str | None = None
+    overrides: tuple[tuple[str, str], ...] = ()  # ptp4l option name -> value, from -2/-4/-6/-E/-P/-s/...
+    to_stdout: bool = False
+    json_log: bool = False
+    grpc_address: str | None = None
+    # lab instrumentation: start the virtual clock with a deliberate error
+    clock_offset_ns: int = 0
+    clock_freq_ppb: float = 0.0
+    seed: int | None = None
+    # lab instrumentation: log the virtual clock's true error (vs CLOCK_REALTIME) every second
+    lab_truth: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class PortSpec:
+    number: int  # 1..N in -i order
+    ifname: str
+    network_protocol: str  # "UDPv4" | "UDPv6" | "L2"
+    protocol_address: bytes
+    mac: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeSpec:
+    """What the core's node factory receives."""
+
+    config: DaemonConfig
+    clock_identity: bytes  # EUI-64 from the first port's MAC unless clockIdentity is configured
+    ports: tuple[PortSpec, ...]
+    now_ns: int  # host monotonic at build time
+    read_ptp_time_ns: Callable[[], int]  # the local clock (for management's CURRENT time only)
+
+
+def interface_mac(ifname: str) -> bytes:
+    try:
+        with open(f"/sys/class/net/{ifname}/address") as f:
+            return bytes.fromhex(f.read().strip().replace(":", ""))
+    except (OSError, ValueError):
+        return b"\0" * 6
+
+
+def clock_identity_for(cfg: DaemonConfig, mac: bytes) -> bytes:
+    text = cfg.clock.clock_identity
+    if text and text != "000000.0000.000000":
+        return bytes.fromhex(text.replace(".", "").replace(":", ""))
+    return mac[:3] + b"\xff\xfe" + mac[3:]
+
+
+def load_config(opts: DaemonOptions) -> DaemonConfig:
+    overrides = dict(opts.overrides)
+    if opts.config_file:
+        return read_config_file(opts.config_file, overrides=overrides, interfaces=opts.interfaces)
+    return parse_config_text("", filename="<no config file>", overrides=overrides, interfaces=opts.interfaces)
+
+
+def make_transport(ifname: str, protocol: NetworkTransport, stamping: TimeStamping, udp_ttl: int = 1) -> Transport:
+    mode = TimestampMode.HARDWARE if stamping == TimeStamping.HARDWARE else TimestampMode.SOFTWARE
+    if protocol == NetworkTransport.L2:
+        return L2Transport(ifname, timestamping=mode)
+    if protocol == NetworkTransport.UDPV6:
+        return UdpV6Transport(ifname, timestamping=mode, ttl=udp_ttl)
+    return UdpV4Transport(ifname, timestamping=mode, ttl=udp_ttl)
+
+
+def _node_factory() -> Callable[[NodeSpec, random.Random], Node]:
+    try:
+        from controlplane.core.node import build_node  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise DaemonError(f"the protocol core's node factory (controlplane.core.node.build_node) is not available: {exc}") from None
+    return build_node
+
+
+class _DataplaneAdapter:
+    """ProgramDataplane -> the loader's typed map writes; port numbers -> interfaces."""
+
+    def __init__(self, dataplane: Any, ifnames: dict[int, str]) -> None:
+        self.dataplane = dataplane
+        self.ifnames = ifnames
+
+    def program_port(self, port: int, *, mean_link_delay_ns: int, delay_asymmetry_ns: int, rate_ratio: float, enabled: bool) -> None:
+        self.dataplane.set_port(self.ifnames[port], mean_link_delay_ns=mean_link_delay_ns,
+                                delay_asymmetry_ns=delay_asymmetry_ns, rate_ratio=rate_ratio, enabled=enabled)
+
+
+def _attach_dataplane(cfg: DaemonConfig, ifnames: dict[int, str]) -> Any:
+    try:
+        from dataplane.loader import Dataplane  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise DaemonError(f"clock_type {cfg.clock.clock_type} needs the eBPF dataplane (dataplane.loader): {exc}") from None
+    mode = "E2E" if cfg.clock.clock_type == ClockType.E2E_TC else "P2P"
+    try:
+        dp = Dataplane(list(ifnames.values()), mode=mode)
+        dp.attach()
+    except Exception as exc:
+        raise DaemonError(f"cannot attach the eBPF dataplane to {', '.join(ifnames.values())}: {exc}") from None
+    return dp
+
+
+class Daemon:
+    def __init__(self, opts: DaemonOptions, *, node_factory: Callable[[NodeSpec, random.Random], Node] | None = None) -> None:
+        self.opts = opts
+        self.config = load_config(opts)
+        c = self.config.clock
+        interfaces = opts.interfaces or c.port_names
+        if not interfaces:
+            raise DaemonError("no interface: give -i IF (or per-interface sections in the config file)")
+        if len(set(interfaces)) != len(interfaces):
+            raise DaemonError("an interface is given twice")
+        self.interfaces = tuple(interfaces)
+        self.transports: dict[int, Transport] = {}
+        for number, ifname in enumerate(self.interfaces, start=1):
+            pc = c.port(ifname)
+            self.transports[number] = make_transport(ifname, pc.network_transport, c.time_stamping, pc.udp_ttl)
+        uds = c.uds_address if c.uds_address != PTP4L_DEFAULT_UDS else f"/var/run/ptp-switch-{os.getpid()}"
+        self.uds_path = uds
+        self.transports[UDS_PORT] = UdsTransport(uds)
+        if c.phc_device:
+            try:
+                self.clock: Any = PhcClock(c.phc_device)
+            except ClockError as exc:
+                raise DaemonError(str(exc)) from None
+        else:
+            self.clock = VirtualClock(offset_ns=opts.clock_offset_ns, freq_ppb=opts.clock_freq_ppb,
+                                      max_frequency_ppb=c.max_frequency)
+        self.node_factory = node_factory or _node_factory()
+        self.dataplane: Any = None
+        self.runtime: Runtime | None = None
+
+    def _open_ports(self) -> tuple[PortSpec, ...]:
+        specs = []
+        for number, transport in self.transports.items():
+            try:
+                transport.open()
+            except TransportError as exc:
+                if number == UDS_PORT:
+                    raise DaemonError(str(exc)) from None
+                raise DaemonError(f"port {number} ({transport.ifname}): {exc}") from None
+            if number != UDS_PORT:
+                specs.append(PortSpec(number, transport.ifname, transport.network_protocol,
+                                      transport.protocol_address(), interface_mac(transport.ifname)))
+        return tuple(specs)
+
+    def build(self) -> Runtime:
+        import time
+
+        ports = self._open_ports()
+        try:
+            c = self.config.clock
+            ident = clock_identity_for(self.config, ports[0].mac)
+            spec = NodeSpec(self.config, ident, ports, time.monotonic_ns(), self.clock.read_ns)
+            node = self.node_factory(spec, random.Random(self.opts.seed))
+            writer = None
+            if c.clock_type in (ClockType.E2E_TC, ClockType.P2P_TC):
+                ifnames = {p.number: p.ifname for p in ports}
+                self.dataplane = _attach_dataplane(self.config, ifnames)
+                writer = _DataplaneAdapter(self.dataplane, ifnames)
+            self.runtime = Runtime(node, self.transports, self.clock, dataplane=writer,
+                                   summary_interval=c.summary_interval, free_running=c.free_running)
+        except BaseException:
+            self.close()
+            raise
+        log.info("ptp-switch: clock %s, %s, ports %s, management %s", ident.hex(), c.clock_type,
+                 ", ".join(f"{p.number}={p.ifname}/{p.network_protocol}" for p in ports), self.uds_path)
+        return self.runtime
+
+    async def _log_truth(self, stop: asyncio.Event) -> None:
+        """In a lab every namespace shares CLOCK_REALTIME, so this is the clock's true time error."""
+        error_ns = getattr(self.clock, "error_ns", None)
+        if error_ns is None:
+            return
+        while not stop.is_set():
+            await asyncio.sleep(1.0)
+            log.info("lab: clock error %d ns freq %+.0f ppb", error_ns(), self.clock.frequency_ppb)
+
+    def close(self) -> None:
+        if self.runtime is not None:
+            self.runtime.stop()
+        for t in self.transports.values():
+            t.close()
+        if self.dataplane is not None:
+            try:
+                self.dataplane.detach()
+            except Exception as exc:  # report, keep closing
+                log.warning("dataplane detach failed: %s", exc)
+            self.dataplane = None
+
+    async def run(self) -> None:
+        runtime = self.build()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        truth = asyncio.create_task(self._log_truth(stop)) if self.opts.lab_truth else None
+        try:
+            await runtime.run_until(stop)
+        finally:
+            if truth is not None:
+                truth.cancel()
+            self.close()
+            c = runtime.counters
+            log.info("ptp-switch: stopped; rx %d (malformed %d, no stamp %d) tx %d (errors %d) faults %d",
+                     c.rx_messages, c.rx_malformed, c.rx_no_timestamp, c.tx_messages, c.tx_errors, c.faults)
