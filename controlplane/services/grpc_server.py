@@ -110,8 +110,8 @@ def parse_address(text: str | None, *, name: str = DEFAULT_NAME, allow_all_addre
         host, sep, port_text = text[1:].partition("]:")
     else:
         host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise AddressError(f"{text!r} is neither unix:/PATH nor HOST:PORT with a port in 1..65535")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) < 65536:
+        raise AddressError(f"{text!r} is neither unix:/PATH nor HOST:PORT with a port in 0..65535 (0: any free port)")
     wildcard = host in ("", "*", "0.0.0.0", "::", "0:0:0:0:0:0:0:0")
     if wildcard and not allow_all_addresses:
         raise AddressError(f"{text!r} listens on all addresses; give a specific address "
