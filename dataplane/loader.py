@@ -1,0 +1,517 @@
+"""Compile, attach, detach and find the in-kernel transparent clock.
+
+``Dataplane(ifaces, mode=...)`` compiles dataplane/bpf with BCC, attaches on each port
+  * ingress: XDP (native, the earliest hook), or clsact ingress when XDP cannot attach,
+  * egress:  clsact egress (after the bridge's forwarding decision, once per egress copy),
+with pyroute2 in the current network namespace, and writes the configuration maps.
+
+Attaching replaces whatever ptp-switch program was there (XDP is replaced atomically; the tc
+filter uses a fixed priority/handle with "replace"), so a second attach never stacks.
+The kernel keeps the programs and their maps after the process exits: a later process finds them
+through the programs attached to the interfaces (``AttachedDataplane.find``) — this works even
+inside ``ip netns exec``, which hides the root bpffs. When bpffs is mounted at /sys/fs/bpf the
+programs and maps are also pinned under /sys/fs/bpf/ptp-switch/<netns inode>/ (for adoption by a
+restarted daemon).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import pathlib
+import re
+import shutil
+from dataclasses import dataclass, field
+
+from dataplane import libbpf
+from dataplane.maps import (
+    DEFAULT_EGRESS_PRIORITY,
+    DEFAULT_STALE_AGE_NS,
+    MAP_TYPES,
+    DataplaneMaps,
+    GlobalConfig,
+    Mode,
+    PortConfig,
+    check_against_bcc,
+)
+
+log = logging.getLogger(__name__)
+
+BPF_DIR = pathlib.Path(__file__).resolve().parent / "bpf"
+UNIT_FILES = ("ptp_switch.c", "ptp_ingress.c", "ptp_egress.c")
+PROGRAMS = ("xdp_ingress", "tc_ingress", "tc_egress")
+PIN_ROOT = pathlib.Path("/sys/fs/bpf/ptp-switch")
+TC_PRIO = 0xC0DE & 0xFFFF          # our filter's priority in the clsact hooks (fixed: replace, never stack)
+TC_HANDLE = 1
+TC_NAME_EGRESS = "ptp_switch_egress"
+TC_NAME_INGRESS = "ptp_switch_ingress"
+CLSACT_INGRESS = 0xFFFFFFF2
+CLSACT_EGRESS = 0xFFFFFFF3
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+BPF_FS_MAGIC = 0xCAFE4A11
+
+
+class DataplaneError(RuntimeError):
+    """The dataplane could not be built, attached or found (reason in the message)."""
+
+
+def netns_id() -> int:
+    """Inode of the current network namespace: names this namespace's pin directory."""
+    return os.stat("/proc/self/ns/net").st_ino
+
+
+def _is_bpffs(path: pathlib.Path) -> bool:
+    try:
+        st = os.statvfs(path)  # noqa: F841  (statvfs has no f_type; use /proc/mounts instead)
+    except OSError:
+        return False
+    for line in pathlib.Path("/proc/self/mounts").read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[1] == str(path) and parts[2] == "bpf":
+            return True
+    return False
+
+
+def _inline_source(name: str, seen: set[str]) -> str:
+    """BCC turns only main-file functions into programs and rewrites map calls only there, so the
+    local headers are inlined textually (include guards still apply)."""
+    out = []
+    for line in (BPF_DIR / name).read_text().splitlines(keepends=True):
+        m = re.match(r'\s*#include\s+"([^"]+)"', line)
+        if m:
+            if m.group(1) not in seen:
+                seen.add(m.group(1))
+                out.append(_inline_source(m.group(1), seen))
+            continue
+        out.append(line)
+    return "".join(out)
+
+
+def bpf_source() -> str:
+    seen: set[str] = set()
+    return "".join(_inline_source(f, seen) for f in UNIT_FILES)
+
+
+def compile_module():  # -> bcc.BPF
+    """Compile the dataplane with BCC and load its programs; returns (bpf, {prog name: fd})."""
+    try:
+        from bcc import BPF
+    except Exception as exc:  # pragma: no cover - machine dependent
+        raise DataplaneError(f"BCC does not import ({exc}); run `make setup`") from exc
+    try:
+        bpf = BPF(text=bpf_source(), cflags=[f"-I{BPF_DIR}", "-w"])
+    except Exception as exc:
+        raise DataplaneError(f"BCC could not compile dataplane/bpf: {exc}") from exc
+    check_against_bcc(bpf)
+    fds = {}
+    for name in PROGRAMS:
+        kind = BPF.XDP if name.startswith("xdp") else BPF.SCHED_CLS
+        try:
+            fds[name] = bpf.load_func(name, kind).fd
+        except Exception as exc:
+            raise DataplaneError(f"the verifier rejected {name}: {exc}") from exc
+    return bpf, fds
+
+
+def _ipr():
+    from pyroute2 import IPRoute
+
+    return IPRoute()
+
+
+def _ifindex(ipr, ifname: str) -> int:
+    idx = ipr.link_lookup(ifname=ifname)
+    if not idx:
+        raise DataplaneError(f"no interface {ifname!r} in this network namespace")
+    return idx[0]
+
+
+def _xdp_prog_id(ipr, ifindex: int) -> int | None:
+    link = ipr.get_links(ifindex)[0]
+    xdp = link.get("IFLA_XDP")
+    if not xdp:
+        return None
+    for k, v in xdp.get("attrs", []):
+        if k in ("IFLA_XDP_PROG_ID", "IFLA_XDP_DRV_PROG_ID", "IFLA_XDP_SKB_PROG_ID") and v:
+            return int(v)
+    return None
+
+
+def _tc_filters(ipr, ifindex: int, parent: int) -> list:
+    try:
+        return [f for f in ipr.get_filters(index=ifindex, parent=parent) if f.get("kind") == "bpf"]
+    except Exception:
+        return []
+
+
+def _tc_prog_id(flt) -> int | None:
+    opts = flt.get("TCA_OPTIONS") or {}
+    for k, v in opts.get("attrs", []) if hasattr(opts, "get") else []:
+        if k in ("TCA_BPF_ID", "UNKNOWN") and isinstance(v, int):
+            return v
+    # pyroute2 0.9 does not decode TCA_BPF_ID (attr 11): read it from the raw attribute list
+    for attr in getattr(opts, "raw_attrs", []) or []:
+        pass
+    return None
+
+
+def _ensure_clsact(ipr, ifindex: int) -> None:
+    try:
+        ipr.tc("add", "clsact", ifindex)
+    except Exception as exc:
+        if getattr(exc, "code", None) != errno.EEXIST:
+            raise DataplaneError(f"cannot add clsact qdisc on ifindex {ifindex}: {exc}") from exc
+
+
+def _tc_attach(ipr, ifindex: int, parent: int, fd: int, name: str) -> None:
+    _ensure_clsact(ipr, ifindex)
+    try:
+        ipr.tc("replace-filter", "bpf", ifindex, TC_HANDLE, fd=fd, name=name, parent=parent, prio=TC_PRIO,
+               protocol=0x0003, direct_action=True)
+    except Exception as exc:
+        raise DataplaneError(f"cannot attach tc {name} on ifindex {ifindex}: {exc}") from exc
+
+
+def _tc_detach(ipr, ifindex: int, parent: int) -> bool:
+    try:
+        ipr.tc("del-filter", "bpf", ifindex, TC_HANDLE, parent=parent, prio=TC_PRIO, protocol=0x0003)
+        return True
+    except Exception:
+        return False
+
+
+def _xdp_attach(ipr, ifindex: int, fd: int, flags: int) -> None:
+    ipr.link("set", index=ifindex, xdp={"attrs": [("IFLA_XDP_FD", fd), ("IFLA_XDP_FLAGS", flags)]})
+
+
+def _xdp_detach(ipr, ifindex: int) -> bool:
+    done = False
+    for flags in (XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE):
+        try:
+            _xdp_attach(ipr, ifindex, -1, flags)
+            done = True
+        except Exception:
+            pass
+    return done
+
+
+def _clsact_empty(ipr, ifindex: int) -> bool:
+    return not (ipr.get_filters(index=ifindex, parent=CLSACT_INGRESS) or ipr.get_filters(index=ifindex, parent=CLSACT_EGRESS))
+
+
+@dataclass
+class PortState:
+    ifname: str
+    ifindex: int
+    slot: int
+    ingress_hook: str = ""      # "xdp" or "tc"
+
+
+@dataclass
+class Dataplane:
+    """The eBPF TC on a set of ports of this network namespace. Use as a context manager or call
+    :meth:`attach` / :meth:`detach`. ``keep`` leaves it attached on exit (the CLI's attach)."""
+
+    ifaces: list[str]
+    mode: str = "e2e"
+    domain: int | None = None
+    two_step_tc: bool = False
+    stale_age_ns: int = DEFAULT_STALE_AGE_NS
+    egress_priority: int = DEFAULT_EGRESS_PRIORITY
+    ingress_hook: str = "auto"        # "auto" (XDP, else tc), "xdp", "tc"
+    pin: bool = True
+    ports: dict[str, PortState] = field(default_factory=dict, init=False)
+    maps: DataplaneMaps | None = field(default=None, init=False)
+    prog_fds: dict[str, int] = field(default_factory=dict, init=False)
+    pin_dir: pathlib.Path | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if not self.ifaces:
+            raise DataplaneError("no interfaces given")
+        if len(set(self.ifaces)) != len(self.ifaces):
+            raise DataplaneError(f"interface listed twice: {self.ifaces}")
+        if self.mode not in ("e2e", "p2p"):
+            raise DataplaneError(f"mode must be e2e or p2p, not {self.mode!r}")
+        if self.ingress_hook not in ("auto", "xdp", "tc"):
+            raise DataplaneError(f"ingress_hook must be auto, xdp or tc, not {self.ingress_hook!r}")
+        try:
+            self.global_config().validate()
+        except ValueError as exc:
+            raise DataplaneError(str(exc)) from exc
+        self._bpf = None
+
+    def global_config(self) -> GlobalConfig:
+        return GlobalConfig(domain=self.domain, two_step_tc=self.two_step_tc, stale_age_ns=self.stale_age_ns,
+                            egress_priority=self.egress_priority)
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def load(self) -> None:
+        """Compile and load (no attach): enough for BPF_PROG_TEST_RUN."""
+        if self._bpf is not None:
+            return
+        self._bpf, self.prog_fds = compile_module()
+        self.maps = DataplaneMaps({name: self._bpf[name].map_fd for name in MAP_TYPES})
+        self.maps.set_global(self.global_config())
+
+    def attach(self) -> "Dataplane":
+        self.load()
+        assert self.maps is not None
+        mode = Mode.P2P if self.mode == "p2p" else Mode.E2E
+        with _ipr() as ipr:
+            for slot, name in enumerate(self.ifaces):
+                idx = _ifindex(ipr, name)
+                self.ports[name] = PortState(name, idx, slot)
+            for st in self.ports.values():
+                self.maps.set_port(PortConfig(ifindex=st.ifindex, slot=st.slot, mode=mode))
+            try:
+                for st in self.ports.values():
+                    self._attach_port(ipr, st)
+            except Exception:
+                self._detach_ports(ipr)
+                raise
+        if self.pin:
+            self._pin()
+        log.info("dataplane attached (%s) on %s", self.mode,
+                 ", ".join(f"{p.ifname}[{p.ingress_hook}+tc]" for p in self.ports.values()))
+        return self
+
+    def _attach_port(self, ipr, st: PortState) -> None:
+        # a previous run may have left a tc-ingress program: remove ours before choosing
+        _tc_detach(ipr, st.ifindex, CLSACT_INGRESS)
+        if self.ingress_hook in ("auto", "xdp"):
+            try:
+                _xdp_attach(ipr, st.ifindex, self.prog_fds["xdp_ingress"], XDP_FLAGS_DRV_MODE)
+                st.ingress_hook = "xdp"
+            except Exception as exc:
+                if self.ingress_hook == "xdp":
+                    raise DataplaneError(f"{st.ifname}: XDP does not attach ({exc})") from exc
+                log.warning("%s: XDP does not attach (%s); stamping at tc ingress instead", st.ifname, exc)
+        if not st.ingress_hook:
+            _xdp_detach(ipr, st.ifindex)
+            _tc_attach(ipr, st.ifindex, CLSACT_INGRESS, self.prog_fds["tc_ingress"], TC_NAME_INGRESS)
+            st.ingress_hook = "tc"
+        _tc_attach(ipr, st.ifindex, CLSACT_EGRESS, self.prog_fds["tc_egress"], TC_NAME_EGRESS)
+
+    def _detach_ports(self, ipr) -> None:
+        for st in self.ports.values():
+            detach_interface(ipr, st.ifindex)
+
+    def detach(self) -> None:
+        if self.ports:
+            with _ipr() as ipr:
+                self._detach_ports(ipr)
+            self.ports = {}
+        self._unpin()
+        if self._bpf is not None:
+            self._bpf.cleanup()
+            self._bpf = None
+            self.maps = None
+            self.prog_fds = {}
+
+    def close(self) -> None:
+        """Forget the process's handles but leave everything attached (the kernel keeps it)."""
+        if self._bpf is not None:
+            self._bpf.cleanup()
+            self._bpf = None
+
+    def __enter__(self) -> "Dataplane":
+        return self.attach()
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+    # --- pins ------------------------------------------------------------------------------
+    def _pin(self) -> None:
+        root = PIN_ROOT.parent
+        if not _is_bpffs(root):
+            log.info("no bpffs at %s (inside `ip netns exec`?): not pinning; later processes find the "
+                     "dataplane through the attached programs", root)
+            return
+        d = PIN_ROOT / str(netns_id())
+        if d.exists():
+            shutil.rmtree(d, ignore_errors=True)
+            for p in d.glob("*"):
+                p.unlink(missing_ok=True)
+        d.mkdir(parents=True, exist_ok=True)
+        for name, fd in self.prog_fds.items():
+            libbpf.obj_pin(fd, str(d / f"prog_{name}"))
+        assert self.maps is not None
+        for name, fd in self.maps.fds.items():
+            libbpf.obj_pin(fd, str(d / f"map_{name}"))
+        self.pin_dir = d
+
+    def _unpin(self) -> None:
+        d = self.pin_dir or PIN_ROOT / str(netns_id())
+        if d.is_dir() and _is_bpffs(PIN_ROOT.parent):
+            for p in d.iterdir():
+                p.unlink(missing_ok=True)
+            d.rmdir()
+        self.pin_dir = None
+
+    # --- typed access ----------------------------------------------------------------------
+    def _port(self, ifname: str) -> PortState:
+        if ifname not in self.ports:
+            raise DataplaneError(f"{ifname!r} is not a dataplane port ({sorted(self.ports)})")
+        return self.ports[ifname]
+
+    def set_port(self, ifname: str, *, mean_link_delay_ns: float | None = None,
+                 delay_asymmetry_ns: float | None = None, rate_ratio: float | None = None,
+                 mode: str | None = None, enabled: bool | None = None) -> PortConfig:
+        assert self.maps is not None
+        return set_port_config(self.maps, self._port(ifname).ifindex, mean_link_delay_ns=mean_link_delay_ns,
+                               delay_asymmetry_ns=delay_asymmetry_ns, rate_ratio=rate_ratio, mode=mode,
+                               enabled=enabled)
+
+    def stats(self) -> dict[str, dict[str, dict[str, int]]]:
+        assert self.maps is not None
+        return {name: self.maps.slot_counters(st.slot) for name, st in self.ports.items()}
+
+
+def set_port_config(maps: DataplaneMaps, ifindex: int, **changes) -> PortConfig:
+    cur = maps.get_port(ifindex)
+    if cur is None:
+        raise DataplaneError(f"ifindex {ifindex} has no port configuration")
+    kw = {k: v for k, v in changes.items() if v is not None}
+    if "mode" in kw:
+        if kw["mode"] not in ("e2e", "p2p"):
+            raise DataplaneError(f"mode must be e2e or p2p, not {kw['mode']!r}")
+        kw["mode"] = Mode.P2P if kw["mode"] == "p2p" else Mode.E2E
+    new = PortConfig(**{**cur.__dict__, **kw})
+    try:
+        maps.set_port(new)
+    except ValueError as exc:
+        raise DataplaneError(str(exc)) from exc
+    return new
+
+
+def detach_interface(ipr, ifindex: int) -> list[str]:
+    """Remove ptp-switch's programs from one interface (XDP, our two tc filters, an emptied clsact)."""
+    removed = []
+    if _xdp_prog_id(ipr, ifindex) is not None and _xdp_detach(ipr, ifindex):
+        removed.append("xdp")
+    if _tc_detach(ipr, ifindex, CLSACT_INGRESS):
+        removed.append("tc-ingress")
+    if _tc_detach(ipr, ifindex, CLSACT_EGRESS):
+        removed.append("tc-egress")
+    try:
+        if _clsact_empty(ipr, ifindex):
+            ipr.tc("del", "clsact", ifindex)
+    except Exception:
+        pass
+    return removed
+
+
+def _egress_prog_id(ipr, ifindex: int) -> int | None:
+    """The id of our tc egress program on an interface (pyroute2 does not decode TCA_BPF_ID)."""
+    for flt in _tc_filters(ipr, ifindex, CLSACT_EGRESS):
+        opts = flt.get("TCA_OPTIONS")
+        if opts is None or opts.get("TCA_BPF_NAME") != TC_NAME_EGRESS:
+            continue
+        # TCA_BPF_ID is attribute type 11; pyroute2 leaves it undecoded: scan the raw message
+        raw = bytes(flt.data) if hasattr(flt, "data") else b""
+        pid = _find_nla_u32(raw, 11)
+        if pid:
+            return pid
+    return None
+
+
+def _find_nla_u32(raw: bytes, nla_type: int) -> int | None:
+    """Find a u32 attribute of the given type inside TCA_OPTIONS (attr 2) of a raw tcmsg."""
+    import struct
+
+    def walk(buf: bytes, want_nested: int | None):
+        off = 0
+        while off + 4 <= len(buf):
+            ln, ty = struct.unpack_from("HH", buf, off)
+            if ln < 4:
+                return None
+            val = buf[off + 4: off + ln]
+            t = ty & 0x3FFF
+            if want_nested is not None and t == want_nested:
+                r = walk(val, None)
+                if r:
+                    return r
+            elif want_nested is None and t == nla_type and len(val) >= 4:
+                return struct.unpack_from("I", val)[0]
+            off += (ln + 3) & ~3
+        return None
+
+    # nlmsghdr (16) + tcmsg (20)
+    return walk(raw[36:], 2)
+
+
+@dataclass
+class AttachedDataplane:
+    """The dataplane as a later process sees it: found through the programs on the interfaces."""
+
+    maps: DataplaneMaps
+    ports: dict[str, PortState]
+
+    @classmethod
+    def find(cls, ifaces: list[str]) -> "AttachedDataplane":
+        if not ifaces:
+            raise DataplaneError("no interfaces given")
+        prog_ids = {}
+        with _ipr() as ipr:
+            indexes = {name: _ifindex(ipr, name) for name in ifaces}
+            for name, idx in indexes.items():
+                pid = _egress_prog_id(ipr, idx)
+                if pid is None:
+                    raise DataplaneError(f"no ptp-switch dataplane on {name} (tc egress filter "
+                                         f"{TC_NAME_EGRESS} not found); attach first")
+                prog_ids[name] = pid
+        if len(set(prog_ids.values())) != 1:
+            raise DataplaneError(f"these interfaces belong to different dataplane instances: {prog_ids}")
+        pfd = libbpf.prog_fd_by_id(next(iter(prog_ids.values())))
+        try:
+            map_ids = libbpf.prog_map_ids(pfd)
+        finally:
+            os.close(pfd)
+        fds = {}
+        for mid in map_ids:
+            fd, name = libbpf.map_fd_by_id(mid)
+            match = [m for m in MAP_TYPES if m[:15] == name]
+            if match and match[0] not in fds:
+                fds[match[0]] = fd
+            else:
+                os.close(fd)
+        try:
+            maps = DataplaneMaps(fds, own_fds=True)
+        except ValueError as exc:
+            for fd in fds.values():
+                os.close(fd)
+            raise DataplaneError(f"dataplane program found but its maps are incomplete: {exc}") from exc
+        ports = {}
+        for name, idx in indexes.items():
+            cfg = maps.get_port(idx)
+            if cfg is None:
+                maps.close()
+                raise DataplaneError(f"{name} has the program but no port configuration")
+            ports[name] = PortState(name, idx, cfg.slot)
+        return cls(maps=maps, ports=ports)
+
+    def stats(self) -> dict[str, dict[str, dict[str, int]]]:
+        return {name: self.maps.slot_counters(st.slot) for name, st in self.ports.items()}
+
+    def close(self) -> None:
+        self.maps.close()
+
+
+def detach(ifaces: list[str]) -> dict[str, list[str]]:
+    """Detach ptp-switch programs from interfaces of this netns (no handles needed)."""
+    out = {}
+    with _ipr() as ipr:
+        for name in ifaces:
+            out[name] = detach_interface(ipr, _ifindex(ipr, name))
+    d = PIN_ROOT / str(netns_id())
+    if d.is_dir() and _is_bpffs(PIN_ROOT.parent):
+        with _ipr() as ipr:
+            still = any(_egress_prog_id(ipr, link["index"]) for link in ipr.get_links())
+        if not still:
+            for p in d.iterdir():
+                p.unlink(missing_ok=True)
+            d.rmdir()
+    return out

@@ -1,0 +1,315 @@
+"""ctypes mirrors of dataplane/bpf/ptp_shared.h and typed access to the dataplane's maps.
+
+The loader checks every mirror against the type BCC derives from the C at load time
+(:func:`check_against_bcc`), so a struct changed on one side only fails at attach, not silently.
+:class:`DataplaneMaps` works on map file descriptors: from a BCC module or from /sys/fs/bpf pins.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import os
+from dataclasses import dataclass
+
+from dataplane import libbpf
+
+MAX_PORTS = 64
+NSLOTS = 17
+SLOT_MALFORMED = 16
+RATE_ONE_Q32 = 1 << 32
+SCALED_NS = 1 << 16   # correctionField unit: ns * 2^16
+
+PORT_ENABLED = 0x1
+G_DOMAIN_FILTER = 0x1
+G_TWO_STEP_TC = 0x2
+TS_RESIDENCE = 0x1
+TS_GENERAL_PASSED = 0x2
+
+DEFAULT_STALE_AGE_NS = 100_000_000          # 100 ms: no sane switch holds a PTP frame longer
+DEFAULT_EGRESS_PRIORITY = 0x00010001        # HTB class 1:1 (the lab shaper's strict-priority class)
+MAX_STALE_AGE_NS = 1_000_000_000            # keeps age * rate_ratio_q32 inside 64 bits
+RATE_RATIO_RANGE = (0.5, 1.5)
+
+
+class Mode(enum.IntEnum):
+    E2E = 0
+    P2P = 1
+
+
+class MsgType(enum.IntEnum):
+    """messageType values (IEEE 1588-2019 Table 36); the dataplane's counter slots."""
+
+    SYNC = 0x0
+    DELAY_REQ = 0x1
+    PDELAY_REQ = 0x2
+    PDELAY_RESP = 0x3
+    FOLLOW_UP = 0x8
+    DELAY_RESP = 0x9
+    PDELAY_RESP_FOLLOW_UP = 0xA
+    ANNOUNCE = 0xB
+    SIGNALING = 0xC
+    MANAGEMENT = 0xD
+
+
+def slot_name(slot: int) -> str:
+    if slot == SLOT_MALFORMED:
+        return "MALFORMED"
+    try:
+        return MsgType(slot).name
+    except ValueError:
+        return f"TYPE_{slot:X}"
+
+
+class Counter(enum.IntEnum):
+    """Indices into struct ptp_counters.v (enum ptp_counter in ptp_shared.h)."""
+
+    RX = 0
+    TX = 1
+    CORRECTED = 2
+    TWO_STEP_STORED = 3
+    TWO_STEP_MATCHED = 4
+    TWO_STEP_MISSED = 5
+    TWO_STEP_LATE = 6
+    MALFORMED = 7
+    STALE = 8
+    DROPPED = 9
+    NO_INGRESS = 10
+    FILTERED = 11
+    LOCAL = 12
+    TRAILER = 13
+    PRIORITY_SET = 14
+    ERROR = 15
+
+
+NCOUNTERS = len(Counter)
+
+
+class PtpKey(ctypes.Structure):
+    _fields_ = [("domain", ctypes.c_uint8), ("msg_type", ctypes.c_uint8), ("seq", ctypes.c_uint16),
+                ("port_id", ctypes.c_uint8 * 10), ("pad", ctypes.c_uint16)]
+
+    @classmethod
+    def make(cls, domain: int, msg_type: int, sequence_id: int, port_identity: bytes) -> "PtpKey":
+        if len(port_identity) != 10:
+            raise ValueError(f"port identity must be 10 bytes, got {len(port_identity)}")
+        k = cls()
+        k.domain, k.msg_type = domain, msg_type
+        k.seq = int.from_bytes(sequence_id.to_bytes(2, "big"), "little")   # stored as on the wire
+        k.port_id[:] = list(port_identity)
+        return k
+
+
+class PtpIngressVal(ctypes.Structure):
+    _fields_ = [("t_ns", ctypes.c_uint64), ("ifindex", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
+
+
+class PtpTwostepKey(ctypes.Structure):
+    _fields_ = [("k", PtpKey), ("ifindex", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
+
+
+class PtpTwostepVal(ctypes.Structure):
+    _fields_ = [("corr_scaled", ctypes.c_int64), ("t_ns", ctypes.c_uint64), ("flags", ctypes.c_uint32),
+                ("pad", ctypes.c_uint32)]
+
+
+class PtpPortCfg(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint32), ("mode", ctypes.c_uint32), ("slot", ctypes.c_uint32),
+                ("pad", ctypes.c_uint32), ("mean_link_delay_scaled", ctypes.c_int64),
+                ("delay_asymmetry_scaled", ctypes.c_int64), ("rate_ratio_q32", ctypes.c_uint64)]
+
+
+class PtpGlobalCfg(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint32), ("domain", ctypes.c_uint32), ("stale_age_ns", ctypes.c_uint64),
+                ("egress_priority", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
+
+
+class PtpCounters(ctypes.Structure):
+    _fields_ = [("v", ctypes.c_uint64 * NCOUNTERS)]
+
+
+# map name -> (key type, value type); value type is per CPU for PERCPU maps
+MAP_TYPES: dict[str, tuple[type, type]] = {
+    "ptp_ingress": (PtpKey, PtpIngressVal),
+    "ptp_twostep": (PtpTwostepKey, PtpTwostepVal),
+    "port_cfg": (ctypes.c_uint32, PtpPortCfg),
+    "global_cfg": (ctypes.c_uint32, PtpGlobalCfg),
+    "counters": (ctypes.c_uint32, PtpCounters),
+}
+PERCPU_MAPS = {"counters"}
+EXPECTED_SIZES = {PtpKey: 16, PtpIngressVal: 16, PtpTwostepKey: 24, PtpTwostepVal: 24, PtpPortCfg: 40,
+                  PtpGlobalCfg: 24, PtpCounters: 8 * 16}
+
+
+class LayoutMismatch(RuntimeError):
+    """The ctypes mirror and the C struct disagree (someone changed one side only)."""
+
+
+def check_against_bcc(bpf) -> None:  # bpf: bcc.BPF
+    for cls, size in EXPECTED_SIZES.items():
+        if ctypes.sizeof(cls) != size:
+            raise LayoutMismatch(f"{cls.__name__}: ctypes size {ctypes.sizeof(cls)} != asserted C size {size}")
+    for name, (ktype, vtype) in MAP_TYPES.items():
+        table = bpf[name]
+        leaf = getattr(table, "sLeaf", None) if name in PERCPU_MAPS else table.Leaf
+        if leaf is None:
+            leaf = table.Leaf
+        for what, mine, theirs in (("key", ktype, table.Key), ("value", vtype, leaf)):
+            if ctypes.sizeof(mine) != ctypes.sizeof(theirs):
+                raise LayoutMismatch(f"map {name} {what}: ctypes {mine.__name__} is {ctypes.sizeof(mine)} bytes, "
+                                     f"BCC derived {ctypes.sizeof(theirs)}")
+            mf = [f[0] for f in getattr(mine, "_fields_", [])]
+            tf = [f[0] for f in getattr(theirs, "_fields_", [])]
+            if mf and tf and mf != tf:
+                raise LayoutMismatch(f"map {name} {what}: fields {mf} != BCC {tf}")
+
+
+@dataclass(frozen=True)
+class PortConfig:
+    """What the control plane writes for one port (python units: ns, ratio)."""
+
+    ifindex: int
+    slot: int
+    enabled: bool = True
+    mode: Mode = Mode.E2E
+    mean_link_delay_ns: float = 0.0
+    delay_asymmetry_ns: float = 0.0
+    rate_ratio: float = 1.0
+
+    def validate(self) -> None:
+        if not 0 <= self.slot < MAX_PORTS:
+            raise ValueError(f"port slot {self.slot} outside 0..{MAX_PORTS - 1}")
+        lo, hi = RATE_RATIO_RANGE
+        if not lo <= self.rate_ratio <= hi:
+            raise ValueError(f"rate_ratio {self.rate_ratio} outside {lo}..{hi}")
+        for name in ("mean_link_delay_ns", "delay_asymmetry_ns"):
+            if abs(getattr(self, name)) > 1e9:
+                raise ValueError(f"{name} {getattr(self, name)} is more than 1 s")
+
+    def to_c(self) -> PtpPortCfg:
+        self.validate()
+        c = PtpPortCfg()
+        c.flags = PORT_ENABLED if self.enabled else 0
+        c.mode = int(self.mode)
+        c.slot = self.slot
+        c.mean_link_delay_scaled = round(self.mean_link_delay_ns * SCALED_NS)
+        c.delay_asymmetry_scaled = round(self.delay_asymmetry_ns * SCALED_NS)
+        c.rate_ratio_q32 = round(self.rate_ratio * RATE_ONE_Q32)
+        return c
+
+    @classmethod
+    def from_c(cls, ifindex: int, c: PtpPortCfg) -> "PortConfig":
+        return cls(ifindex=ifindex, slot=c.slot, enabled=bool(c.flags & PORT_ENABLED), mode=Mode(c.mode),
+                   mean_link_delay_ns=c.mean_link_delay_scaled / SCALED_NS,
+                   delay_asymmetry_ns=c.delay_asymmetry_scaled / SCALED_NS,
+                   rate_ratio=c.rate_ratio_q32 / RATE_ONE_Q32)
+
+
+@dataclass(frozen=True)
+class GlobalConfig:
+    domain: int | None = None            # None: every domain
+    two_step_tc: bool = False            # Delay_Req residence into Delay_Resp
+    stale_age_ns: int = DEFAULT_STALE_AGE_NS
+    egress_priority: int = DEFAULT_EGRESS_PRIORITY   # 0: leave skb->priority alone
+
+    def validate(self) -> None:
+        if self.domain is not None and not 0 <= self.domain <= 255:
+            raise ValueError(f"domain {self.domain} outside 0..255")
+        if not 0 < self.stale_age_ns <= MAX_STALE_AGE_NS:
+            raise ValueError(f"stale_age_ns {self.stale_age_ns} outside 1..{MAX_STALE_AGE_NS}")
+        if not 0 <= self.egress_priority <= 0xFFFFFFFF:
+            raise ValueError(f"egress_priority {self.egress_priority:#x} is not a 32-bit value")
+
+    def to_c(self) -> PtpGlobalCfg:
+        self.validate()
+        c = PtpGlobalCfg()
+        c.flags = (G_DOMAIN_FILTER if self.domain is not None else 0) | (G_TWO_STEP_TC if self.two_step_tc else 0)
+        c.domain = self.domain or 0
+        c.stale_age_ns = self.stale_age_ns
+        c.egress_priority = self.egress_priority
+        return c
+
+    @classmethod
+    def from_c(cls, c: PtpGlobalCfg) -> "GlobalConfig":
+        return cls(domain=c.domain if c.flags & G_DOMAIN_FILTER else None, two_step_tc=bool(c.flags & G_TWO_STEP_TC),
+                   stale_age_ns=c.stale_age_ns, egress_priority=c.egress_priority)
+
+
+class DataplaneMaps:
+    """Typed access to the five maps, given their fds (owned by the caller unless ``own_fds``)."""
+
+    def __init__(self, fds: dict[str, int], own_fds: bool = False) -> None:
+        missing = set(MAP_TYPES) - set(fds)
+        if missing:
+            raise ValueError(f"missing map fds: {sorted(missing)}")
+        self.fds = dict(fds)
+        self._own = own_fds
+        self._ncpu = libbpf.num_possible_cpus()
+
+    def close(self) -> None:
+        if self._own:
+            for fd in self.fds.values():
+                os.close(fd)
+            self.fds = {}
+
+    # --- configuration ---------------------------------------------------------------------
+    def set_port(self, cfg: PortConfig) -> None:
+        libbpf.map_update(self.fds["port_cfg"], ctypes.c_uint32(cfg.ifindex), cfg.to_c())
+
+    def get_port(self, ifindex: int) -> PortConfig | None:
+        c = PtpPortCfg()
+        if not libbpf.map_lookup(self.fds["port_cfg"], ctypes.c_uint32(ifindex), c):
+            return None
+        return PortConfig.from_c(ifindex, c)
+
+    def ports(self) -> dict[int, PortConfig]:
+        return {int(k.value): self.get_port(int(k.value)) for k in libbpf.map_keys(self.fds["port_cfg"], ctypes.c_uint32)}  # type: ignore[misc]
+
+    def remove_port(self, ifindex: int) -> None:
+        libbpf.map_delete(self.fds["port_cfg"], ctypes.c_uint32(ifindex))
+
+    def set_global(self, cfg: GlobalConfig) -> None:
+        libbpf.map_update(self.fds["global_cfg"], ctypes.c_uint32(0), cfg.to_c())
+
+    def get_global(self) -> GlobalConfig:
+        c = PtpGlobalCfg()
+        libbpf.map_lookup(self.fds["global_cfg"], ctypes.c_uint32(0), c)
+        return GlobalConfig.from_c(c)
+
+    # --- state (tests, diagnostics) --------------------------------------------------------
+    def seed_ingress(self, key: PtpKey, t_ns: int, ifindex: int) -> None:
+        v = PtpIngressVal(t_ns=t_ns, ifindex=ifindex)
+        libbpf.map_update(self.fds["ptp_ingress"], key, v)
+
+    def ingress(self, key: PtpKey) -> PtpIngressVal | None:
+        v = PtpIngressVal()
+        return v if libbpf.map_lookup(self.fds["ptp_ingress"], key, v) else None
+
+    def twostep(self, key: PtpKey, ifindex: int) -> PtpTwostepVal | None:
+        v = PtpTwostepVal()
+        tk = PtpTwostepKey(k=key, ifindex=ifindex)
+        return v if libbpf.map_lookup(self.fds["ptp_twostep"], tk, v) else None
+
+    def clear_state(self) -> None:
+        for name in ("ptp_ingress", "ptp_twostep"):
+            ktype = MAP_TYPES[name][0]
+            for k in libbpf.map_keys(self.fds[name], ktype):
+                libbpf.map_delete(self.fds[name], k)
+
+    # --- counters --------------------------------------------------------------------------
+    def slot_counters(self, slot: int) -> dict[str, dict[str, int]]:
+        """{message type name: {counter name: sum over CPUs}} for one port slot (non-zero types only)."""
+        out: dict[str, dict[str, int]] = {}
+        arr = (PtpCounters * self._ncpu)()
+        for t in range(NSLOTS):
+            idx = ctypes.c_uint32(slot * NSLOTS + t)
+            libbpf.map_lookup(self.fds["counters"], idx, arr)
+            sums = [sum(arr[c].v[i] for c in range(self._ncpu)) for i in range(NCOUNTERS)]
+            if any(sums):
+                out[slot_name(t)] = {Counter(i).name.lower(): int(s) for i, s in enumerate(sums)}
+        return out
+
+    def reset_counters(self) -> None:
+        zero = (PtpCounters * self._ncpu)()
+        for i in range(MAX_PORTS * NSLOTS):
+            libbpf.map_update(self.fds["counters"], ctypes.c_uint32(i), zero)
