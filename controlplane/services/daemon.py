@@ -131,9 +131,10 @@ def _attach_dataplane(cfg: DaemonConfig, ifnames: dict[int, str]) -> Any:
         from dataplane.loader import Dataplane  # type: ignore[import-not-found]
     except ImportError as exc:
         raise DaemonError(f"clock_type {cfg.clock.clock_type} needs the eBPF dataplane (dataplane.loader): {exc}") from None
-    mode = "E2E" if cfg.clock.clock_type == ClockType.E2E_TC else "P2P"
+    mode = "e2e" if cfg.clock.clock_type == ClockType.E2E_TC else "p2p"
     try:
-        dp = Dataplane(list(ifnames.values()), mode=mode)
+        # not pinned: the daemon's programs live and die with it
+        dp = Dataplane(list(ifnames.values()), mode=mode, domain=cfg.clock.domain_number, pin=False)
         dp.attach()
     except Exception as exc:
         raise DaemonError(f"cannot attach the eBPF dataplane to {', '.join(ifnames.values())}: {exc}") from None
