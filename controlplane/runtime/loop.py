@@ -95,8 +95,8 @@ class _Summary:
     offsets: list[int] = dataclasses.field(default_factory=list)
     freqs: list[float] = dataclasses.field(default_factory=list)
     delays: list[int] = dataclasses.field(default_factory=list)
-    state: int = 0
     started_ns: int = 0
+    last_ns: int = 0
 
 
 def _rms(values: Sequence[float]) -> float:
@@ -339,19 +339,29 @@ class Runtime:
         return None
 
     def _offset(self, sample: OffsetSample) -> None:
+        """ptp4l's summary: one "master offset" line per sample when samples come no faster than
+        summary_interval, else one "rms ... max ... freq ... delay ..." line per interval."""
         self.last_offset = sample
         now = self.monotonic_ns()
-        s = self._summaries.setdefault(sample.port, _Summary(started_ns=now))
+        s = self._summaries.get(sample.port)
+        if s is None:
+            self._summaries[sample.port] = _Summary(started_ns=now, last_ns=now)
+            log.info("%s", sample)
+            return
+        gap_ns, s.last_ns = now - s.last_ns, now
+        if not s.offsets and gap_ns * 1.1 >= self.summary_interval_ns:
+            s.started_ns = now
+            log.info("%s", sample)
+            return
         s.offsets.append(sample.offset_ns)
         s.freqs.append(sample.freq_ppb)
         s.delays.append(sample.mean_path_delay_ns)
-        s.state = sample.servo_state
-        if now - s.started_ns < self.summary_interval_ns and len(s.offsets) < 1_000_000:
+        if now - s.started_ns < self.summary_interval_ns:
             return
         if len(s.offsets) == 1:
-            log.info("%s", sample)  # ptp4l: "master offset N sS freq F path delay D"
+            log.info("%s", sample)
         else:
             log.info("rms %4.0f max %4d freq %+6.0f +/- %3.0f delay %5.0f +/- %3.0f",
                      _rms(s.offsets), max(abs(o) for o in s.offsets), sum(s.freqs) / len(s.freqs), _sd(s.freqs),
                      sum(s.delays) / len(s.delays), _sd(s.delays))
-        self._summaries[sample.port] = _Summary(started_ns=now)
+        s.offsets, s.freqs, s.delays, s.started_ns = [], [], [], now
