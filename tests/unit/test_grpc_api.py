@@ -488,3 +488,83 @@ def test_port_settings_round_trip_through_port_config() -> None:
     change = A.PortChange(delay_mechanism=DelayMechanismOption.P2P, unicast_master_table=(
         A.UnicastMaster(NetworkTransport.UDPV4, "10.0.0.1"),))
     assert A.PortChange.from_json(json.loads(json.dumps(change.to_json()))) == change
+
+
+# ------------------------------------------------------------------ ptp-switch ctl (in-process, same server)
+
+
+def _ctl(server: Server, capsys: Any, *argv: str) -> tuple[int, str, str]:
+    from controlplane.services import cli
+
+    rc = cli.main(["ctl", "--socket", server.handle.address.path, *argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_ctl_get_and_ports(server: Server, capsys: Any) -> None:
+    rc, out, _ = _ctl(server, capsys, "get", "current")
+    assert rc == 0 and "offset-from-master" in out and "-42 ns" in out
+    rc, out, _ = _ctl(server, capsys, "--json", "get", "parent")
+    assert rc == 0 and json.loads(out)["grandmaster_priority1"] == 10
+    rc, out, _ = _ctl(server, capsys, "ports")
+    lines = out.splitlines()
+    assert rc == 0 and lines[0].split()[:3] == ["PORT", "INTERFACE", "STATE"] and len(lines) == 3
+    rc, out, _ = _ctl(server, capsys, "--json", "ports")
+    ports = json.loads(out)
+    assert [p["underlying_interface"] for p in ports] == ["p1", "p2"]
+    assert ports[0]["port_ds"]["delay_asymmetry_ns"] == 0  # int64 as a JSON number, defaults included
+    rc, out, _ = _ctl(server, capsys, "grants")
+    assert rc == 0 and "10.0.0.9" in out and "Sync" in out
+
+
+def test_ctl_set_and_errors(server: Server, backend: MemoryBackend, capsys: Any) -> None:
+    rc, out, _ = _ctl(server, capsys, "port", "p1", "set", "delay-mechanism", "p2p", "logSyncInterval", "-3",
+                      "unicast-master-table", "UDPv4:10.250.210.1,UDPv4:10.250.210.2")
+    assert rc == 0, out
+    s = backend.settings["p1"]
+    assert s.delay_mechanism is DelayMechanismOption.P2P and s.log_sync_interval == -3
+    assert len(s.unicast_master_table) == 2
+    rc, out, _ = _ctl(server, capsys, "--json", "port", "p1", "set", "log-query-interval", "2")
+    assert rc == 0 and json.loads(out)["port"]["unicast_master_table"]["log_query_interval"] == 2
+    assert len(backend.settings["p1"].unicast_master_table) == 2  # table kept when only the interval is set
+    rc, out, _ = _ctl(server, capsys, "port", "p2", "disable")
+    assert rc == 0 and "DISABLED" in out and not backend.settings["p2"].port_enable
+    n = len(backend.applied)
+    rc, _, err = _ctl(server, capsys, "port", "p1", "set", "log-sync-interval", "300")
+    assert rc == 2 and "log_sync_interval" in err and "[-128, 127]" in err and "INVALID_ARGUMENT" in err
+    rc, _, err = _ctl(server, capsys, "port", "nope", "enable")
+    assert rc == 2 and "NOT_FOUND" in err
+    rc, _, err = _ctl(server, capsys, "port", "p1", "set", "bogus", "1")
+    assert rc == 2 and "unknown setting" in err
+    rc, _, err = _ctl(server, capsys, "port", "p1", "set", "log-sync-interval")
+    assert rc == 2 and "KEY VALUE" in err
+    rc, out, _ = _ctl(server, capsys, "port", "p1", "set", "log-sync-interval", "-5", "--dry-run")
+    assert rc == 0 and "dry run" in out
+    assert len(backend.applied) == n  # none of the above applied anything
+
+
+def test_ctl_unreachable_socket_is_a_clear_error(tmp_path: Path, capsys: Any) -> None:
+    from controlplane.services import cli
+
+    rc = cli.main(["ctl", "--socket", str(tmp_path / "none.sock"), "ports"])
+    assert rc == 2 and "no control socket" in capsys.readouterr().err
+
+
+def test_ctl_watch_count(server: Server, control: A.ControlApi, capsys: Any) -> None:
+    def publish_when_watched() -> None:
+        for _ in range(500):
+            if control.events.subscriber_count:
+                break
+            threading.Event().wait(0.01)
+        server.call(control.publish, A.PortStateChanged("p1", 1, PortState.SLAVE, PortState.LISTENING,
+                                                        "ANNOUNCE_RECEIPT_TIMEOUT_EXPIRES"))
+        server.call(control.publish, A.GrandmasterChanged("aabbcc.fffe.ddeeff", "001122.fffe.334455", 0))
+
+    t = threading.Thread(target=publish_when_watched)
+    t.start()
+    rc, out, _ = _ctl(server, capsys, "watch", "--count", "2", "--duration", "20")
+    t.join()
+    assert rc == 0
+    lines = out.splitlines()
+    assert "SLAVE to LISTENING on ANNOUNCE_RECEIPT_TIMEOUT_EXPIRES" in lines[0]
+    assert "grandmaster aabbcc.fffe.ddeeff -> 001122.fffe.334455" in lines[1]
