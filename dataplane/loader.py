@@ -110,7 +110,7 @@ def compile_module():  # -> bcc.BPF
     for name in PROGRAMS:
         kind = BPF.XDP if name.startswith("xdp") else BPF.SCHED_CLS
         try:
-            fds[name] = bpf.load_func(name, kind).fd
+            fds[name] = bpf.load_func(name.encode(), kind).fd
         except Exception as exc:
             raise DataplaneError(f"the verifier rejected {name}: {exc}") from exc
     return bpf, fds
@@ -253,7 +253,7 @@ class Dataplane:
         if self._bpf is not None:
             return
         self._bpf, self.prog_fds = compile_module()
-        self.maps = DataplaneMaps({name: self._bpf[name].map_fd for name in MAP_TYPES})
+        self.maps = DataplaneMaps({name: self._bpf[name.encode()].map_fd for name in MAP_TYPES})
         self.maps.set_global(self.global_config())
 
     def attach(self) -> "Dataplane":

@@ -150,7 +150,7 @@ def check_against_bcc(bpf) -> None:  # bpf: bcc.BPF
         if ctypes.sizeof(cls) != size:
             raise LayoutMismatch(f"{cls.__name__}: ctypes size {ctypes.sizeof(cls)} != asserted C size {size}")
     for name, (ktype, vtype) in MAP_TYPES.items():
-        table = bpf[name]
+        table = bpf[name.encode()]
         leaf = getattr(table, "sLeaf", None) if name in PERCPU_MAPS else table.Leaf
         if leaf is None:
             leaf = table.Leaf
