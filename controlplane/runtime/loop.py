@@ -24,7 +24,8 @@ from typing import Any, Callable, Protocol, Sequence, assert_never
 
 
 from controlplane.codec.errors import CodecError
-from controlplane.codec.messages import decode, encode
+from controlplane.codec.messages import PdelayResp, Sync, decode, encode
+from controlplane.codec.types import Timestamp
 from controlplane.core.actions import (
     Action,
     AdjustClock,
@@ -61,6 +62,8 @@ class Node(Protocol):
 
 
 class SteerableClock(Protocol):
+    def read_ns(self) -> int: ...
+
     def from_system_ns(self, system_ns: int) -> int: ...
 
     def adjust_frequency(self, freq_ppb: float) -> None: ...
@@ -314,8 +317,11 @@ class Runtime:
         if transport is None or (action.port not in self._open):
             self.counters.tx_errors += 1
             return None
+        message = action.message
+        if getattr(action, "one_step", False):  # field added by the core with one-step support
+            message = self._one_step(action)
         try:
-            data = encode(action.message)
+            data = encode(message)
         except Exception as exc:  # our own bug: a message the codec refuses to encode
             self.counters.tx_errors += 1
             log.error("%s: cannot encode %s: %s", self.port_name(action.port), type(action.message).__name__, exc)
@@ -337,6 +343,20 @@ class Runtime:
             while len(self._token_order) > 1024:  # stamps that never came
                 self._tokens.pop(self._token_order.popleft(), None)
         return None
+
+    def _one_step(self, action: SendMessage) -> Any:
+        """One-step with software stamps: the transmission time is the local clock read just before
+        the send (the kernel's stamp comes later and is not used). Sync: originTimestamp; Pdelay_Resp:
+        add the turnaround (now - request receipt) to the correctionField."""
+        msg = action.message
+        now_ptp = self.clock.read_ns()
+        if isinstance(msg, Sync):
+            return dataclasses.replace(msg, origin_timestamp=Timestamp.from_ns(max(0, now_ptp)))
+        if isinstance(msg, PdelayResp) and getattr(action, "request_receipt_ns", None) is not None:
+            turnaround_scaled = (now_ptp - action.request_receipt_ns) * 65536  # type: ignore[attr-defined]
+            hdr = dataclasses.replace(msg.header, correction_scaled_ns=msg.header.correction_scaled_ns + turnaround_scaled)
+            return dataclasses.replace(msg, header=hdr)
+        return msg
 
     def _offset(self, sample: OffsetSample) -> None:
         """ptp4l's summary: one "master offset" line per sample when samples come no faster than
