@@ -147,17 +147,6 @@ def _tc_filters(ipr, ifindex: int, parent: int) -> list:
         return []
 
 
-def _tc_prog_id(flt) -> int | None:
-    opts = flt.get("TCA_OPTIONS") or {}
-    for k, v in opts.get("attrs", []) if hasattr(opts, "get") else []:
-        if k in ("TCA_BPF_ID", "UNKNOWN") and isinstance(v, int):
-            return v
-    # pyroute2 0.9 does not decode TCA_BPF_ID (attr 11): read it from the raw attribute list
-    for attr in getattr(opts, "raw_attrs", []) or []:
-        pass
-    return None
-
-
 def _ensure_clsact(ipr, ifindex: int) -> None:
     try:
         ipr.tc("add", "clsact", ifindex)
@@ -405,42 +394,24 @@ def detach_interface(ipr, ifindex: int) -> list[str]:
 
 
 def _egress_prog_id(ipr, ifindex: int) -> int | None:
-    """The id of our tc egress program on an interface (pyroute2 does not decode TCA_BPF_ID)."""
+    """The id of our tc egress program on an interface. pyroute2 0.9 does not decode TCA_BPF_ID
+    (attribute 11 of the bpf filter's options): read it from the attribute's raw bytes."""
+    import struct
+
     for flt in _tc_filters(ipr, ifindex, CLSACT_EGRESS):
         opts = flt.get("TCA_OPTIONS")
         if opts is None or opts.get("TCA_BPF_NAME") != TC_NAME_EGRESS:
             continue
-        # TCA_BPF_ID is attribute type 11; pyroute2 leaves it undecoded: scan the raw message
-        raw = bytes(flt.data) if hasattr(flt, "data") else b""
-        pid = _find_nla_u32(raw, 11)
-        if pid:
-            return pid
+        for slot in opts["attrs"]:
+            nla = slot.cell[1] if hasattr(slot, "cell") else slot[1]
+            raw = getattr(nla, "data", None)
+            off = getattr(nla, "offset", None)
+            if raw is None or off is None or getattr(nla, "length", 0) < 8:
+                continue
+            length, ntype = struct.unpack_from("HH", raw, off)
+            if ntype & 0x3FFF == 11 and length >= 8:
+                return struct.unpack_from("I", raw, off + 4)[0]
     return None
-
-
-def _find_nla_u32(raw: bytes, nla_type: int) -> int | None:
-    """Find a u32 attribute of the given type inside TCA_OPTIONS (attr 2) of a raw tcmsg."""
-    import struct
-
-    def walk(buf: bytes, want_nested: int | None):
-        off = 0
-        while off + 4 <= len(buf):
-            ln, ty = struct.unpack_from("HH", buf, off)
-            if ln < 4:
-                return None
-            val = buf[off + 4: off + ln]
-            t = ty & 0x3FFF
-            if want_nested is not None and t == want_nested:
-                r = walk(val, None)
-                if r:
-                    return r
-            elif want_nested is None and t == nla_type and len(val) >= 4:
-                return struct.unpack_from("I", val)[0]
-            off += (ln + 3) & ~3
-        return None
-
-    # nlmsghdr (16) + tcmsg (20)
-    return walk(raw[36:], 2)
 
 
 @dataclass
