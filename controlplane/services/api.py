@@ -809,3 +809,176 @@ def _discard(path: Path | None) -> None:
             path.unlink()
         except OSError:
             pass
+
+
+# ============================================================================ core adapters
+#
+# Pure helpers that turn the core's data (controlplane.core.datasets, controlplane.core.actions)
+# into the API's snapshots and events, and ``ClockBackend``: the ControlBackend over the core's
+# Clock + the runtime + the dataplane loader, so the daemon's wiring is a few lines.
+
+
+def clock_identity_text(ident: bytes) -> str:
+    """ptp4l's spelling of a clockIdentity: 001122.fffe.334455."""
+    h = bytes(ident).hex()
+    return f"{h[0:6]}.{h[6:10]}.{h[10:16]}" if len(h) == 16 else h
+
+
+def _quality(q: Any) -> ClockQuality:
+    return ClockQuality(int(q.clock_class), int(q.clock_accuracy), int(q.offset_scaled_log_variance))
+
+
+def clock_snapshot(default_ds: Any, current_ds: Any, parent_ds: Any, time_properties_ds: Any, *, clock_type: str = "OC",
+                   frequency_adjustment_ppb: float = 0.0, servo_state: str = "") -> ClockSnapshot:
+    """A ClockSnapshot from the core's DefaultDS/CurrentDS/ParentDS/TimePropertiesDS."""
+    d, c, p, t = default_ds, current_ds, parent_ds, time_properties_ds
+    return ClockSnapshot(
+        default_ds=DefaultDs(clock_identity=clock_identity_text(d.clock_identity), number_ports=int(d.number_ports),
+                             clock_quality=_quality(d.clock_quality), priority1=d.priority1, priority2=d.priority2,
+                             domain_number=d.domain_number, slave_only=bool(d.slave_only),
+                             two_step_flag=bool(d.two_step_flag), clock_type=str(getattr(clock_type, "value", clock_type))),
+        current_ds=CurrentDs(steps_removed=int(c.steps_removed), offset_from_master_ns=int(c.offset_from_master_ns),
+                             mean_path_delay_ns=int(c.mean_path_delay_ns)),
+        parent_ds=ParentDs(parent_clock_identity=clock_identity_text(p.parent_port_identity.clock_identity),
+                           parent_port_number=int(p.parent_port_identity.port_number),
+                           grandmaster_identity=clock_identity_text(p.grandmaster_identity),
+                           grandmaster_clock_quality=_quality(p.grandmaster_clock_quality),
+                           grandmaster_priority1=p.grandmaster_priority1, grandmaster_priority2=p.grandmaster_priority2,
+                           parent_stats=bool(p.parent_stats),
+                           observed_parent_offset_scaled_log_variance=p.observed_parent_offset_scaled_log_variance,
+                           observed_parent_clock_phase_change_rate=p.observed_parent_clock_phase_change_rate),
+        time_properties_ds=TimePropertiesDs(
+            current_utc_offset=t.current_utc_offset, current_utc_offset_valid=bool(t.current_utc_offset_valid),
+            leap59=bool(t.leap59), leap61=bool(t.leap61), time_traceable=bool(t.time_traceable),
+            frequency_traceable=bool(t.frequency_traceable), ptp_timescale=bool(t.ptp_timescale),
+            time_source=int(t.time_source)),
+        frequency_adjustment_ppb=float(frequency_adjustment_ppb),
+        servo_state=servo_state,
+    )
+
+
+def flatten_counters(stats: Mapping[str, Any]) -> dict[str, int]:
+    """The loader's per-port ``{group: {counter: n}}`` (or already flat) -> ``{"group_counter": n}``."""
+    out: dict[str, int] = {}
+    for key, value in stats.items():
+        if isinstance(value, Mapping):
+            for sub, n in value.items():
+                out[f"{key}_{sub}"] = int(n)
+        else:
+            out[str(key)] = int(value)
+    return out
+
+
+class ActionEvents:
+    """Core actions -> API events (stateful only to report the previous grandmaster)."""
+
+    def __init__(self, port_names: Mapping[int, str]) -> None:
+        self.port_names = dict(port_names)
+        self.grandmaster = ""
+
+    def __call__(self, action: Any) -> list[Event]:
+        kind = type(action).__name__
+        if kind == "StateChanged":
+            return [PortStateChanged(self.port_names.get(action.port, str(action.port)), int(action.port),
+                                     PortState(action.old), PortState(action.new), str(action.event))]
+        if kind == "ParentChanged":
+            new = clock_identity_text(action.grandmaster_identity)
+            if new == self.grandmaster:
+                return []
+            old, self.grandmaster = self.grandmaster, new
+            return [GrandmasterChanged(old, new, int(action.steps_removed))]
+        if kind == "OffsetSample":
+            servo = f"s{int(action.servo_state)}" if isinstance(action.servo_state, int) else str(action.servo_state)
+            return [OffsetSample(int(action.offset_ns), int(action.mean_path_delay_ns), float(action.freq_ppb), servo)]
+        return []
+
+
+class ClockBackend:
+    """ControlBackend over the core's ``Clock`` (controlplane/core/clock.py), the Runtime and the dataplane.
+
+    ``execute(actions)`` runs the actions a reconfiguration returns (the runtime's executor).
+    Enabling/disabling uses ``clock.set_port_enabled``; every other setting needs the core's
+    ``clock.reconfigure_port(port_number, PortConfig, now_ns) -> list[Action]`` and is refused with
+    a clear UNAVAILABLE until the core offers it. ``dataplane`` (optional) is the loader's
+    ``Dataplane``: ``stats()`` for counters and ``set_port(ifname, enabled=...)`` for disable.
+    """
+
+    def __init__(self, clock: Any, execute: Callable[[list[Any]], None], *, dataplane: Any = None,
+                 network_transport: Mapping[str, NetworkTransport] | None = None,
+                 monotonic_ns: Callable[[], int] = time.monotonic_ns) -> None:
+        self.core_clock = clock
+        self.execute = execute
+        self.dataplane = dataplane
+        self.network_transport = dict(network_transport or {})
+        self.monotonic_ns = monotonic_ns
+        self.extra: dict[str, PortSettings] = {}  # settings the core does not hold (slave_only, unicast table)
+        self.enabled: dict[str, bool] = {}
+
+    def clock(self) -> ClockSnapshot:
+        c = self.core_clock
+        state = getattr(c, "servo_state", "")
+        return clock_snapshot(c.default_ds, c.current_ds, c.parent_ds, c.time_properties_ds,
+                              clock_type=getattr(c, "clock_type", "OC"), frequency_adjustment_ppb=getattr(c, "freq_ppb", 0.0),
+                              servo_state=getattr(state, "name", str(state)))
+
+    def _settings(self, port: Any) -> PortSettings:
+        extra = self.extra.get(port.name, PortSettings())
+        base = PortSettings.from_port_config(port.cfg, port_enable=self.enabled.get(port.name, True),
+                                             slave_only=extra.slave_only,
+                                             unicast_master_table=extra.unicast_master_table,
+                                             log_query_interval=extra.log_query_interval)
+        ds = port.ds  # the live data set wins over the configuration it started from
+        return dataclasses.replace(base, log_announce_interval=ds.log_announce_interval, log_sync_interval=ds.log_sync_interval,
+                                   log_min_delay_req_interval=ds.log_min_delay_req_interval,
+                                   log_min_pdelay_req_interval=ds.log_min_pdelay_req_interval,
+                                   announce_receipt_timeout=ds.announce_receipt_timeout,
+                                   delay_asymmetry_ns=ds.delay_asymmetry_ns, master_only=ds.master_only)
+
+    def ports(self) -> list[PortSnapshot]:
+        stats: Mapping[str, Any] = {}
+        if self.dataplane is not None:
+            try:
+                stats = self.dataplane.stats()
+            except Exception as exc:  # counters are best effort; never fail a read
+                log.warning("dataplane stats unavailable: %s", exc)
+        out = []
+        for port in self.core_clock.ports:
+            ds = port.ds
+            mech = port.cfg.delay_mechanism
+            out.append(PortSnapshot(
+                name=port.name, port_number=port.number, port_state=PortState(ds.port_state),
+                settings=self._settings(port), clock_identity=clock_identity_text(ds.port_identity.clock_identity),
+                peer_mean_path_delay_ns=int(ds.peer_mean_path_delay_ns) if mech == DelayMechanismOption.P2P else 0,
+                mean_path_delay_ns=int(self.core_clock.current_ds.mean_path_delay_ns)
+                if getattr(self.core_clock, "slave_port", None) == port.number else 0,
+                network_transport=self.network_transport.get(port.name, port.cfg.network_transport),
+                version_number=int(ds.version_number),
+                dataplane_counters=flatten_counters(stats.get(port.name, {})),
+            ))
+        return out
+
+    def grants(self) -> list[GrantSnapshot]:
+        return []  # the unicast glue reports grants through its own tables (see report to the lead)
+
+    def apply_port_settings(self, port_name: str, settings: PortSettings) -> None:
+        port = next(p for p in self.core_clock.ports if p.name == port_name)
+        current = self._settings(port)
+        now = self.monotonic_ns()
+        core_fields = ("delay_mechanism", "log_announce_interval", "log_sync_interval", "log_min_delay_req_interval",
+                       "log_min_pdelay_req_interval", "announce_receipt_timeout", "delay_asymmetry_ns", "master_only")
+        core_changed = any(getattr(current, f) != getattr(settings, f) for f in core_fields)
+        reconfigure = getattr(self.core_clock, "reconfigure_port", None)
+        if core_changed and reconfigure is None:
+            raise ApplyFailed("this build's protocol core cannot change "
+                              + ", ".join(f for f in core_fields if getattr(current, f) != getattr(settings, f))
+                              + " live yet (needs Clock.reconfigure_port); nothing changed")
+        actions: list[Any] = []
+        if core_changed:
+            actions += reconfigure(port.number, settings.apply_to(port.cfg), now)
+        if settings.port_enable != current.port_enable:
+            actions += self.core_clock.set_port_enabled(port.number, settings.port_enable, now)
+            if self.dataplane is not None:
+                self.dataplane.set_port(port_name, enabled=settings.port_enable)
+        self.enabled[port_name] = settings.port_enable
+        self.extra[port_name] = settings
+        self.execute(actions)

@@ -568,3 +568,33 @@ def test_ctl_watch_count(server: Server, control: A.ControlApi, capsys: Any) -> 
     lines = out.splitlines()
     assert "SLAVE to LISTENING on ANNOUNCE_RECEIPT_TIMEOUT_EXPIRES" in lines[0]
     assert "grandmaster aabbcc.fffe.ddeeff -> 001122.fffe.334455" in lines[1]
+
+
+# ------------------------------------------------------------------ ClockBackend over the real core Clock
+
+
+def test_clock_backend_over_core_clock() -> None:
+    import random
+
+    core_clock = pytest.importorskip("controlplane.core.clock", reason="the protocol core's Clock is not in this tree yet")
+    from controlplane.core.config import parse
+
+    clock = core_clock.Clock(parse({"global": {"clock_type": "BC"}}), bytes.fromhex("001122fffe334455"), ["p1", "p2"],
+                             rng=random.Random(1))
+    executed: list[Any] = []
+    control = A.ControlApi(A.ClockBackend(clock, executed.extend))
+    clock.start(0)
+    snap = control.get_clock()
+    assert snap.default_ds.clock_identity == "001122.fffe.334455" and snap.default_ds.clock_type == "BC"
+    assert [p.port_state for p in control.list_ports()] == [PortState.LISTENING, PortState.LISTENING]
+    r = control.set_port_config("p2", A.PortChange(port_enable=False))
+    assert r.port.port_state is PortState.DISABLED and not r.port.settings.port_enable
+    events = A.ActionEvents({1: "p1", 2: "p2"})
+    assert [e for a in executed for e in events(a)] == [
+        A.PortStateChanged("p2", 2, PortState.LISTENING, PortState.DISABLED, "DESIGNATED_DISABLED")]
+    if not hasattr(clock, "reconfigure_port"):
+        with pytest.raises(A.ApplyFailed, match="reconfigure_port"):
+            control.set_port_config("p1", A.PortChange(log_sync_interval=-3, port_enable=False))
+        assert control.get_port("p1").port_state is PortState.LISTENING  # refused whole: not disabled either
+    r = control.set_port_config("p2", A.PortChange(port_enable=True))
+    assert r.port.port_state is PortState.LISTENING
