@@ -40,6 +40,10 @@ class SendMessage:
     ``event`` selects the event socket (port 319) and asks for a TX timestamp; it is then returned
     with ``handle_tx_timestamp(tx_token, tx_ts_ns, now_ns)``. ``dest`` is Dest.PRIMARY / Dest.PDELAY
     or a unicast address (opaque to the core: whatever the runtime gave with the received message).
+
+    ``one_step`` (like hardware one-step): for a Sync, write the transmission time into
+    originTimestamp; for a Pdelay_Resp, add (transmission time - ``request_receipt_ns``) to the
+    correctionField. Both in the local clock's PTP time.
     """
 
     port: int
@@ -47,6 +51,8 @@ class SendMessage:
     event: bool
     dest: object = Dest.PRIMARY
     tx_token: int | None = None
+    one_step: bool = False
+    request_receipt_ns: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
