@@ -61,7 +61,7 @@ class Direction(enum.StrEnum):
 # STRICT_PRIORITY_CLASSID; everything else (cross traffic, normal traffic) goes to SHAPED_CLASSID.
 HTB_HANDLE = 0x00010000
 STRICT_PRIORITY_CLASSID = 0x00010001  # "1:1": prio 0, rate far above the shaped class
-SHAPED_CLASSID = 0x0001000A  # "1:10": the default class, the serializer
+SHAPED_CLASSID = 0x00010010  # "1:10" (tc minor numbers are hex): the default class, the serializer
 
 
 @dataclass(frozen=True)
