@@ -168,7 +168,10 @@ class _Node:
                 on_timer(now)
                 continue
             timeout_ns = 200_000_000 if dl is None else min(dl - now, 200_000_000)
-            for key, _ in self.sel.select(timeout_ns / 1e9):
+            ready = self.sel.select(timeout_ns / 1e9)
+            order = self.transport.fds()  # event socket first: TX stamps and Syncs before general messages
+            ready.sort(key=lambda kv: order.index(kv[0].fd) if kv[0].fd in order else 99)
+            for key, _ in ready:
                 try:
                     events = self.transport.poll(key.fd)
                 except OSError as exc:
@@ -307,6 +310,7 @@ class ClientNode(_Node):
         super().__init__(iface, ipv6, clock_identity, out)
         self.core = UnicastClient(servers, config)
         self.sync: dict[tuple[str, int], int] = {}  # (server, seq) -> t2
+        self.fup: dict[tuple[str, int], int] = {}  # (server, seq) -> t1, Follow_Up read before its Sync
         self.t1_t2: tuple[str, int, int, int] | None = None  # server, t1 (+corr), t2, seq
         self.dreq_pending: dict[int, tuple[str, int]] = {}  # token -> (server, seq)
         self.dreq_t3: dict[tuple[str, int], int] = {}
@@ -351,22 +355,33 @@ class ClientNode(_Node):
                                 pid_tuple(msg.header.source_port_identity), msg.header.log_message_interval)
             self.execute(self.core.handle_announce(addr, info, now))
         elif isinstance(msg, Sync):
+            self.stats["sync_rx"] = self.stats.get("sync_rx", 0) + 1
             if not self.core.accepts(addr, MT.SYNC) or ev.rx_ts_ns is None:
+                self.stats["sync_dropped"] = self.stats.get("sync_dropped", 0) + 1
                 return
             if msg.header.two_step:
-                self.sync[(addr, msg.header.sequence_id)] = ev.rx_ts_ns
-                if len(self.sync) > 64:
-                    self.sync.pop(next(iter(self.sync)))
+                key = (addr, msg.header.sequence_id)
+                t1 = self.fup.pop(key, None)  # the Follow_Up may be read first (another socket)
+                if t1 is not None:
+                    self._have_sync(addr, t1, ev.rx_ts_ns)
+                else:
+                    self.sync[key] = ev.rx_ts_ns
+                    if len(self.sync) > 64:
+                        self.sync.pop(next(iter(self.sync)))
             else:
                 t1 = msg.origin_timestamp.to_ns() + (msg.header.correction_scaled_ns >> 16)
                 self._have_sync(addr, t1, ev.rx_ts_ns)
         elif isinstance(msg, FollowUp):
             if not self.core.accepts(addr, MT.SYNC):
                 return
-            t2 = self.sync.pop((addr, msg.header.sequence_id), None)
-            if t2 is None:
-                return
+            key = (addr, msg.header.sequence_id)
             t1 = msg.precise_origin_timestamp.to_ns() + (msg.header.correction_scaled_ns >> 16)
+            t2 = self.sync.pop(key, None)
+            if t2 is None:
+                self.fup[key] = t1
+                if len(self.fup) > 64:
+                    self.fup.pop(next(iter(self.fup)))
+                return
             self._have_sync(addr, t1, t2)
         elif isinstance(msg, DelayResp):
             if not self.core.accepts(addr, MT.DELAY_RESP) or msg.requesting_port_identity != self.port_identity:
@@ -401,6 +416,7 @@ class ClientNode(_Node):
                      self.on_event, stop_at_ns)
         finally:
             self.execute(self.core.cancel_all(time.monotonic_ns()))
+            self.emit(kind="stats", counters=self.core.counters, stats=self.stats)
             self.close()
 
 
