@@ -233,15 +233,21 @@ _LIVE: dict[str, Lab] = {}
 _HANDLERS_INSTALLED = False
 
 
+_HANDLER_PID = 0
+
+
 def _on_signal(signum: int, frame: Any) -> None:
+    if os.getpid() != _HANDLER_PID:  # a forked child inherited the handler: default behaviour
+        os._exit(128 + signum)
     raise SystemExit(128 + signum)
 
 
 def _install_handlers() -> None:
-    global _HANDLERS_INSTALLED
-    if _HANDLERS_INSTALLED:
+    global _HANDLERS_INSTALLED, _HANDLER_PID
+    if _HANDLERS_INSTALLED and _HANDLER_PID == os.getpid():
         return
     _HANDLERS_INSTALLED = True
+    _HANDLER_PID = os.getpid()
     atexit.register(_atexit_down)
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -250,8 +256,10 @@ def _install_handlers() -> None:
 
 
 def _atexit_down() -> None:
+    # Only in the process that built the lab: pyroute2 forks helper children (NetNS sockets) that
+    # inherit _LIVE and run atexit handlers when they exit; they must not tear the lab down.
     for lab in list(_LIVE.values()):
-        if not lab.persistent:
+        if not lab.persistent and lab.owner_pid == os.getpid():
             with contextlib.suppress(Exception):
                 lab.down()
 
@@ -267,6 +275,7 @@ class Lab:
             raise LabError(f"run id {self.run_id!r}: 1..8 letters/digits")
         self.persistent = persistent  # kept after the owner exits (the `ptp-switch lab up` CLI)
         self.is_up = False
+        self.owner_pid = os.getpid()
         self.procs: list[subprocess.Popen[Any]] = []
         self.workdir = pathlib.Path(f"/tmp/{PREFIX}{self.run_id}-work")
         self._ports: dict[str, tuple[str, ...]] = {}
@@ -347,6 +356,7 @@ class Lab:
             return self
         if os.geteuid() != 0:
             raise LabError("building a lab needs root (network namespaces)")
+        self.owner_pid = os.getpid()
         sweep()
         _install_handlers()
         self._write_record()  # before the first namespace, so a crash leaves something to sweep
@@ -360,6 +370,8 @@ class Lab:
         return self
 
     def down(self) -> None:
+        if os.getpid() != self.owner_pid:
+            return  # a forked child (pyroute2 helper, multiprocessing) never tears down its parent's lab
         with self._lock:
             if not self.is_up:
                 return
