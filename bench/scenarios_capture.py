@@ -1,0 +1,167 @@
+"""Per-hop residence time and its error, measured from packet captures around each switch.
+
+tcpdump runs on the grandmaster's port and on both ports of every switch on the GM -> first-slave
+path. All namespaces share one kernel clock, so a capture's timestamps are comparable across nodes:
+- true residence of a Sync in switch k = t(Sync leaves k's downstream port) - t(Sync enters k's
+  upstream port), both taken at the packet taps (AF_PACKET: RX tap after XDP, TX tap after the qdisc,
+  just before the veth transmits);
+- true link delay into switch k = t(Sync enters k) - t(Sync leaves the upstream node);
+- correction added by switch k = (Sync + Follow_Up correctionField leaving k) - (... entering k);
+- error = added - true residence (E2E TC), or added - (true residence + true link delay) (P2P TC,
+  which also adds the upstream link's peer delay).
+The taps are not exactly where the dataplane stamps (XDP runs just before the RX tap, tc egress
+just before the qdisc), so a few microseconds of the error can be measurement geometry.
+
+Decoding uses the project's codec (controlplane.codec.pcap / frames / header).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.report import Stats, summarize
+from controlplane.codec.frames import parse_frame
+from controlplane.codec.header import decode_header
+from controlplane.codec.pcap import read_capture
+
+SYNC = 0x0
+FOLLOW_UP = 0x8
+CAPTURE_FILTER = "udp port 319 or udp port 320 or ether proto 0x88f7"
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One PTP message as a tap saw it."""
+
+    t_ns: int
+    msg_type: int
+    seq: int
+    source: bytes  # sourcePortIdentity (clock identity + port number) as bytes
+    correction_ns: float
+
+
+def read_ptp(pcap_bytes: bytes) -> list[Seen]:
+    """Sync and Follow_Up messages of a capture (others and undecodable frames skipped)."""
+    out = []
+    for rec in read_capture(pcap_bytes):
+        frame = parse_frame(rec.data, rec.linktype)
+        if frame is None or len(frame.ptp) < 34:
+            continue
+        try:
+            h = decode_header(frame.ptp)
+        except ValueError:
+            continue
+        mt = int(h.message_type)
+        if mt not in (SYNC, FOLLOW_UP):
+            continue
+        pid = h.source_port_identity
+        src = bytes(pid.clock_identity) + int(pid.port_number).to_bytes(2, "big")
+        out.append(Seen(rec.timestamp_ns, mt, h.sequence_id, src, h.correction_scaled_ns / 65536.0))
+    return out
+
+
+@dataclass
+class HopResidence:
+    switch: str
+    added_ns: list[float] = field(default_factory=list)
+    true_residence_ns: list[int] = field(default_factory=list)
+    error_ns: list[float] = field(default_factory=list)
+
+    def mean_residence_ns(self) -> float | None:
+        return sum(self.true_residence_ns) / len(self.true_residence_ns) if self.true_residence_ns else None
+
+    def mean_added_ns(self) -> float | None:
+        return sum(self.added_ns) / len(self.added_ns) if self.added_ns else None
+
+    def error_stats(self) -> Stats | None:
+        return summarize(self.error_ns)
+
+    def corrected(self) -> int:
+        return sum(1 for a in self.added_ns if a > 0)
+
+
+def _index(seen: list[Seen]) -> dict[tuple[int, int, bytes], Seen]:
+    idx: dict[tuple[int, int, bytes], Seen] = {}
+    for s in seen:
+        idx.setdefault((s.msg_type, s.seq, s.source), s)  # first copy (a tap on a port sees it once)
+    return idx
+
+
+def hop_residences(points: list[tuple[str, list[Seen], list[Seen]]], upstream: list[Seen], *, p2p: bool) -> list[HopResidence]:
+    """``points`` = [(switch, seen entering on its upstream port, seen leaving its downstream port)],
+    in path order; ``upstream`` = what the grandmaster's port sent. Syncs are matched by
+    (sequenceId, sourcePortIdentity); two-step corrections come from the matching Follow_Up."""
+    out = []
+    prev_out = _index(upstream)
+    for name, entering, leaving in points:
+        hop = HopResidence(name)
+        ein, eout = _index(entering), _index(leaving)
+        for key, s_in in ein.items():
+            mt, seq, src = key
+            if mt != SYNC or key not in eout:
+                continue
+            s_out = eout[key]
+            fu_in, fu_out = ein.get((FOLLOW_UP, seq, src)), eout.get((FOLLOW_UP, seq, src))
+            added = s_out.correction_ns - s_in.correction_ns
+            if fu_in is not None and fu_out is not None:
+                added += fu_out.correction_ns - fu_in.correction_ns
+            elif fu_in is not None or fu_out is not None:
+                continue  # one side of the Follow_Up missing: cannot tell what was added
+            true_res = s_out.t_ns - s_in.t_ns
+            expected = float(true_res)
+            if p2p:
+                up = prev_out.get(key)
+                if up is None:
+                    continue
+                expected += s_in.t_ns - up.t_ns
+            hop.added_ns.append(added)
+            hop.true_residence_ns.append(true_res)
+            hop.error_ns.append(added - expected)
+        out.append(hop)
+        prev_out = eout
+    return out
+
+
+class Captures:
+    """tcpdump on (node, ifname) points of a lab; ``stop()`` then ``read(node, ifname)``."""
+
+    def __init__(self, lab: Any, points: list[tuple[str, str]], snaplen: int = 256) -> None:
+        self.lab = lab
+        self.points = points
+        self.procs: dict[tuple[str, str], subprocess.Popen[Any]] = {}
+        self.paths = {}
+        self.commands: list[str] = []
+        for node, ifname in points:
+            path = lab.workdir / f"cap-{node}-{ifname}.pcap"
+            argv = ["tcpdump", "-i", ifname, "-w", str(path), "-U", "-s", str(snaplen), "-n",
+                    "--time-stamp-precision=nano", CAPTURE_FILTER]
+            self.procs[(node, ifname)] = lab.popen(node, argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            self.paths[(node, ifname)] = path
+            self.commands.append(f"ip netns exec {lab.ns(node)} " + " ".join(
+                a if " " not in a else repr(a) for a in argv))
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                try:
+                    p.send_signal(signal.SIGINT)  # `ip netns exec` passes it on; tcpdump flushes
+                except ProcessLookupError:
+                    pass
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    def read(self, node: str, ifname: str) -> list[Seen]:
+        path = self.paths[(node, ifname)]
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return []
+        if len(data) < 24:
+            return []
+        return read_ptp(data)
