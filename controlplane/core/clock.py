@@ -34,7 +34,7 @@ from controlplane.codec.messages import (
 )
 from controlplane.codec.tlv import PathTraceTlv
 from controlplane.codec.types import ClockQuality, PortIdentity
-from controlplane.core import bmca
+from controlplane.core import bmca, management
 from controlplane.core.actions import (
     Action,
     AdjustClock,
@@ -46,7 +46,7 @@ from controlplane.core.actions import (
     SendMessage,
     StateChanged,
 )
-from controlplane.core.config import ClockConfig, ClockType, DatasetComparison, DelayMechanismOption
+from controlplane.core.config import ClockConfig, ClockType, DatasetComparison, DelayMechanismOption, PortConfig
 from controlplane.core.datasets import CurrentDS, DefaultDS, ParentDS, TimePropertiesDS, TransparentClockDefaultDS
 from controlplane.core.delay import PeerDelayExchange, correction_ns, e2e_mean_path_delay, offset_from_master, p2p_mean_link_delay
 from controlplane.core.fsm import Event, transition
@@ -117,6 +117,7 @@ class Clock:
         # hook for unicast negotiation (controlplane/core/unicast*.py): (clock, port, msg, now_ns, src) -> actions
         self.signaling_handler: Callable[..., list[Action]] | None = None
         self.started = False
+        self.user_description = cfg.user_description
 
     # ------------------------------------------------------------------------------------------
     # public entry points
@@ -163,8 +164,6 @@ class Clock:
         kind = type(msg).__name__
         port.count(port.rx_count, kind)
         if isinstance(msg, Management):
-            from controlplane.core import management
-
             return management.handle(self, port, msg, now_ns, src)
         if port.state in _INACTIVE:
             port.count(port.dropped, "inactive")
@@ -249,6 +248,37 @@ class Clock:
         port = self.port(port_number)
         ev = Event.DESIGNATED_ENABLED if enabled else Event.DESIGNATED_DISABLED
         return self._dispatch(port, ev, now_ns, ev.name)
+
+    def set_priority(self, which: str, value: int, now_ns: int) -> list[Action]:
+        """Management SET of priority1/priority2: update the default data set and re-run the BMCA."""
+        if which not in ("priority1", "priority2") or not 0 <= value <= 255:
+            raise CoreUsageError(f"bad priority {which}={value}")
+        setattr(self.default_ds, which, value)
+        if self.parent_ds.grandmaster_identity == self.clock_identity:
+            self.parent_ds = self._own_parent()
+        return self._run_bmca(now_ns)
+
+    def reconfigure_port(self, port_number: int, cfg: PortConfig, now_ns: int) -> list[Action]:
+        """Apply a new PortConfig live. Intervals, timeouts and delayAsymmetry take effect at the next
+        timer; a changed delay_mechanism or network_transport restarts the port (INITIALIZE)."""
+        port = self.port(port_number)
+        old = port.cfg
+        port.cfg = cfg
+        ds = port.ds
+        ds.log_announce_interval = cfg.log_announce_interval
+        ds.log_sync_interval = cfg.log_sync_interval
+        ds.log_min_delay_req_interval = cfg.log_min_delay_req_interval
+        ds.log_min_pdelay_req_interval = cfg.log_min_pdelay_req_interval
+        ds.announce_receipt_timeout = cfg.announce_receipt_timeout
+        ds.delay_asymmetry_ns = cfg.delay_asymmetry
+        ds.master_only = cfg.master_only
+        if cfg.delay_mechanism != old.delay_mechanism or cfg.network_transport != old.network_transport:
+            ds.delay_mechanism = DelayMechanism.P2P if cfg.delay_mechanism is DelayMechanismOption.P2P else DelayMechanism.E2E
+            return self._dispatch(port, Event.INITIALIZE, now_ns, "INITIALIZE")
+        out: list[Action] = []
+        if self.is_tc:
+            out.append(self._program_dataplane(port, enabled=port.state not in (PortState.FAULTY, PortState.DISABLED)))
+        return out
 
     # ------------------------------------------------------------------------------------------
     # state machine plumbing
