@@ -552,11 +552,14 @@ class Clock:
         return self._synchronize(port, t1, ps.t2, ps.c_sync_ns + c, ps.log_interval, now_ns)
 
     def _synchronize(self, port: Port, t1: int, t2: int, c_ms_ns: int, log_interval: int, now_ns: int) -> list[Action]:
+        # 11.6: delayAsymmetry is added to the Sync's correction at ingress (and subtracted from
+        # the Delay_Req's at egress, see Port.build_delay_req), so meanPathDelay stays symmetric
+        c_ms_ns += port.ds.delay_asymmetry_ns
         port.slave.last_sync = (t1, t2, c_ms_ns)
         mpd = port.peer_mean_link_delay_ns if port.p2p else port.slave.mean_path_delay_ns
         if mpd is None:
             return []
-        offset = offset_from_master(t1, t2, c_ms_ns, mpd, port.ds.delay_asymmetry_ns)
+        offset = offset_from_master(t1, t2, c_ms_ns, mpd)
         self.current_ds.offset_from_master_ns = offset
         self.current_ds.mean_path_delay_ns = mpd
         li = log_interval if -10 <= log_interval <= 10 else port.ds.log_sync_interval

@@ -6,6 +6,9 @@ E2E (delay request-response), with c_* the correctionField values in ns:
     meanPathDelay = (tms_raw + tsm_raw) / 2
     offsetFromMaster = tms_raw - meanPathDelay - delayAsymmetry
 delayAsymmetry is tms - meanPathDelay (positive when master -> slave is longer), as in 7.4.2.
+On the wire (11.6, as ptp4l) the slave adds it to the Sync's correction at ingress and subtracts it
+from the Delay_Req's at egress (the master copies that into Delay_Resp); with both in the c_* terms,
+meanPathDelay comes out symmetric and offsetFromMaster = tms_raw - meanPathDelay (asymmetry 0 here).
 
 P2P (peer delay), requester timestamps t1/t4 in our time base, responder t2/t3 in the peer's:
     turnaround = (t3 - t2) + c_pdelay_resp + c_pdelay_resp_follow_up
