@@ -28,6 +28,7 @@ import argparse
 import json
 import selectors
 import signal
+import socket
 import struct
 import sys
 import time
@@ -115,6 +116,8 @@ def source_ip(source: object) -> str:
 class _Node:
     def __init__(self, iface: str, ipv6: bool, clock_identity: bytes, out: TextIO) -> None:
         self.transport = (UdpV6Transport if ipv6 else UdpV4Transport)(iface)
+        self._family = socket.AF_INET6 if ipv6 else socket.AF_INET
+        self._general_dup: socket.socket | None = None
         self.port_identity = PortIdentity(clock_identity, 1)
         self.out = out
         self.sel = selectors.DefaultSelector()
@@ -132,9 +135,28 @@ class _Node:
         self.transport.open()
         for fd in self.transport.fds():
             self.sel.register(fd, selectors.EVENT_READ)
+        # Workaround: udp.py enables SOF_TIMESTAMPING_TX_SOFTWARE on the general socket too but only
+        # drains the event socket's error queue; undrained TX stamps keep EPOLLERR set and the loop
+        # would spin. Drain the general socket's error queue through a dup of its fd.
+        fds = self.transport.fds()
+        self._general_dup = socket.fromfd(fds[-1], self._family, socket.SOCK_DGRAM) if len(fds) > 1 else None
+
+    def drain_general_errqueue(self, fd: int) -> None:
+        sock = self._general_dup
+        if sock is None or fd != self.transport.fds()[-1]:
+            return
+        for _ in range(256):
+            try:
+                sock.recvmsg(1, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break
 
     def close(self) -> None:
         self.sel.close()
+        if self._general_dup is not None:
+            self._general_dup.close()
         self.transport.close()
 
     def header(self, mtype: int, seq: int, log: int, **flags: bool) -> Header:
@@ -172,6 +194,7 @@ class _Node:
             order = self.transport.fds()  # event socket first: TX stamps and Syncs before general messages
             ready.sort(key=lambda kv: order.index(kv[0].fd) if kv[0].fd in order else 99)
             for key, _ in ready:
+                self.drain_general_errqueue(key.fd)
                 try:
                     events = self.transport.poll(key.fd)
                 except OSError as exc:
@@ -289,9 +312,10 @@ class ServerNode(_Node):
         def timer(now: int) -> None:
             nonlocal next_status
             if next_status is not None and now >= next_status:
-                self.emit(kind="status", counters=self.core.counters,
+                self.emit(kind="status", counters=self.core.counters, clients=self.core.client_count,
                           denials={k.name.lower(): v for k, v in self.core.denials.items()},
-                          grants=records_as_dicts(self.core.grant_table(now)), stats=self.stats)
+                          grants=records_as_dicts(self.core.grant_table(now)) if self.log_grants else None,
+                          stats=self.stats)
                 next_status = now + int(status_interval_s * 1e9)
             self.on_timer(now)
 
@@ -436,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--min-log-sync", type=int, default=-7)
     s.add_argument("--allow", action="append", default=[])
     s.add_argument("--status-interval", type=float, default=0)
+    s.add_argument("--quiet", action="store_true", help="no per-grant event lines (load tests)")
     s.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: on SIGTERM)")
     c = sub.add_parser("client")
     c.add_argument("--iface", required=True)
@@ -458,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
                               max_clients=args.max_clients, allow=tuple(args.allow),
                               min_log_inter_message_period=tuple(mins.items()))
         node = ServerNode(args.iface, policy, ipv6=args.ipv6, clock_identity=bytes.fromhex(args.clock_identity),
-                          priority1=args.priority1)
+                          priority1=args.priority1, log_grants=not args.quiet)
     else:
         cfg = ClientConfig(unicast_req_duration_s=args.req_duration, log_query_interval=args.log_query,
                            log_announce_interval=args.log_announce, log_sync_interval=args.log_sync,

@@ -1,0 +1,225 @@
+"""Unicast negotiation capacity: N negotiating clients against the ptp-switch unicast server.
+
+    python -m bench.unicast_load [--steps 500,1000,2000,5000,10000] [--window 10] [--json out.json]
+
+Lab: the `direct` topology (gm -- sl, one veth). The server (controlplane.runtime.unicast_node,
+the same code the ATR lab tests run) runs in ``gm`` pinned to CPU 1 (``taskset``). The load
+generator runs in ``sl``: every client is its own IPv4 source address out of 10.200.0.0/16 — the
+prefix is a local route on ``lo`` (AnyIP), so no address has to be added, and the server routes
+it via ``sl``'s address (one neighbour entry). One UDP socket per port sends each client's
+REQUEST_UNICAST_TRANSMISSION (Sync, logInterMessagePeriod 0 = 1/s, 300 s) from its own source
+address (IP_PKTINFO) and counts, per destination address, the Syncs (and Follow_Ups) that arrive.
+
+For every step N: wait until all N hold a grant, then count over ``window`` seconds; missed =
+expected Syncs (N x window) - received, and the server's CPU time (utime+stime of its PID) over
+the window. Reports the most clients served with < 0.1 % missed and CPU per 1000 clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import selectors
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+from controlplane.codec.header import Header
+from controlplane.codec.messages import Signaling, encode
+from controlplane.codec.tlv import RequestUnicastTransmissionTlv
+from controlplane.codec.types import PortIdentity
+from topologies import catalog
+from topologies.netns import Lab
+
+CLIENT_NET = ipaddress.ip_network("10.200.0.0/16")
+IP_PKTINFO = 8
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def client_addr(i: int) -> str:
+    return str(CLIENT_NET.network_address + 1 + i)
+
+
+def request_bytes(i: int, duration_s: int) -> bytes:
+    cid = b"\x0a\xc8" + i.to_bytes(6, "big")
+    hdr = Header(message_type=0xC, sequence_id=0, source_port_identity=PortIdentity(cid, 1),
+                 log_message_interval=0x7F, unicast=True)
+    msg = Signaling(hdr, PortIdentity(b"\xff" * 8, 0xFFFF),
+                    (RequestUnicastTransmissionTlv(0x0, 0, duration_s),))
+    return encode(msg)
+
+
+def cpu_ticks(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime (clock ticks)
+
+
+class Generator:
+    """Runs inside the client namespace (its sockets are created there)."""
+
+    def __init__(self, server_ip: str) -> None:
+        self.server_ip = server_ip
+        self.ev = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.gen = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for s, port in ((self.ev, 319), (self.gen, 320)):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
+            s.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            s.bind(("0.0.0.0", port))
+            s.setblocking(False)
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.ev, selectors.EVENT_READ, "sync")
+        self.sel.register(self.gen, selectors.EVENT_READ, "general")
+        self.sync_rx: dict[str, int] = {}
+        self.general_rx = 0
+        self.grants: set[str] = set()
+
+    def close(self) -> None:
+        self.sel.close()
+        self.ev.close()
+        self.gen.close()
+
+    def request(self, first: int, count: int, duration_s: int, only_missing: bool = False) -> None:
+        """Send the clients' requests, paced (100 per 10 ms) so the server's socket buffer keeps up."""
+        for i in range(first, first + count):
+            if only_missing and client_addr(i) in self.grants:
+                continue
+            src = socket.inet_aton(client_addr(i))
+            pktinfo = struct.pack("I4s4s", 0, src, b"\0\0\0\0")
+            while True:
+                try:
+                    self.gen.sendmsg([request_bytes(i, duration_s)], [(socket.IPPROTO_IP, IP_PKTINFO, pktinfo)],
+                                     0, (self.server_ip, 320))
+                    break
+                except BlockingIOError:
+                    self.pump(0.001)
+            if i % 100 == 99:
+                self.pump(0.01)
+
+    def pump(self, timeout_s: float) -> None:
+        for key, _ in self.sel.select(timeout_s):
+            sock = key.fileobj
+            for _ in range(256):
+                try:
+                    data, anc, _f, _a = sock.recvmsg(256, 64)  # type: ignore[union-attr]
+                except BlockingIOError:
+                    break
+                dst = None
+                for level, kind, payload in anc:
+                    if level == socket.IPPROTO_IP and kind == IP_PKTINFO:
+                        dst = socket.inet_ntoa(payload[8:12])
+                if dst is None or len(data) < 34:
+                    continue
+                mtype = data[0] & 0x0F
+                if key.data == "sync" and mtype == 0x0:
+                    self.sync_rx[dst] = self.sync_rx.get(dst, 0) + 1
+                elif mtype == 0xC:
+                    # GRANT: tlvType 0x0005 at 44, durationField at 50
+                    if len(data) >= 54 and data[44:46] == b"\x00\x05" and int.from_bytes(data[50:54], "big") > 0:
+                        self.grants.add(dst)
+                else:
+                    self.general_rx += 1
+
+    def run_for(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            self.pump(min(left, 0.1))
+
+
+def run(steps: list[int], window_s: float, duration_s: int) -> dict:
+    topo = catalog.get("direct")
+    results = []
+    with Lab(topo) as lab:
+        srv_ip, cl_ip = lab.addr("gm", "sl"), lab.addr("sl", "gm")
+        lab.run("sl", ["ip", "route", "add", "local", str(CLIENT_NET), "dev", "lo"], check=True)
+        lab.run("gm", ["ip", "route", "add", str(CLIENT_NET), "via", cl_ip], check=True)
+        gen = lab.in_node("sl", lambda: Generator(srv_ip))
+        try:
+            for n in steps:
+                log = lab.workdir / f"server-{n}.json"
+                log.parent.mkdir(parents=True, exist_ok=True)
+                proc = lab.popen("gm", ["taskset", "-c", "1", sys.executable, "-m", "controlplane.runtime.unicast_node",
+                                        "server", "--iface", "eth0", "--quiet", "--max-clients", str(n + 10),
+                                        "--status-interval", "5"],
+                                 stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=os.getcwd())
+                time.sleep(1.0)
+                gen.grants.clear()
+                gen.sync_rx.clear()
+                t0 = time.monotonic()
+                gen.request(0, n, duration_s)
+                while len(gen.grants) < n and time.monotonic() - t0 < 60:
+                    gen.run_for(1.0)  # like a client's query interval: ask again if not granted
+                    if len(gen.grants) < n:
+                        gen.request(0, n, duration_s, only_missing=True)
+                granted = len(gen.grants)
+                gen.run_for(2.0)  # every grant past its first Sync
+                gen.sync_rx.clear()
+                c0, w0 = cpu_ticks(proc.pid), time.monotonic()  # ip netns exec and taskset exec: same PID
+                gen.run_for(window_s)
+                c1, w1 = cpu_ticks(proc.pid), time.monotonic()
+                received = sum(gen.sync_rx.values())
+                # each client must see >= floor(window) Syncs (the window's edges may add one)
+                per_client = int(w1 - w0)
+                expected = granted * per_client
+                missed = sum(max(0, per_client - gen.sync_rx.get(client_addr(i), 0)) for i in range(n)
+                             if client_addr(i) in gen.grants)
+                missed_pct = 100.0 * missed / expected if expected else 100.0
+                cpu_pct = 100.0 * (c1 - c0) / CLK_TCK / (w1 - w0)
+                row = {"clients": n, "granted": granted, "window_s": round(w1 - w0, 2),
+                       "syncs_expected": round(expected), "syncs_received": received,
+                       "missed_pct": round(missed_pct, 3), "server_cpu_pct": round(cpu_pct, 1),
+                       "cpu_pct_per_1000_clients": round(cpu_pct * 1000 / max(granted, 1), 2),
+                       "clients_without_sync": granted - len(gen.sync_rx)}
+                results.append(row)
+                print(json.dumps(row), flush=True)
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                gen.run_for(0.5)
+                if granted < n or missed_pct >= 0.1:
+                    break
+        finally:
+            gen.close()
+    ok = [r for r in results if r["granted"] == r["clients"] and r["missed_pct"] < 0.1]
+    best = max(ok, key=lambda r: r["clients"]) if ok else None
+    return {
+        "benchmark": "unicast_load",
+        "command": "python -m bench.unicast_load " + " ".join(sys.argv[1:]),
+        "steps": results,
+        "max_clients_under_0.1pct_missed": best["clients"] if best else 0,
+        "cpu_pct_per_1000_clients_at_max": best["cpu_pct_per_1000_clients"] if best else None,
+        "note": "server pinned to one CPU (taskset -c 1); 1 Sync/s (+Follow_Up) per client; software timestamps",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.unicast_load", description=__doc__.split("\n")[0])
+    p.add_argument("--steps", default="500,1000,2000,5000,10000")
+    p.add_argument("--window", type=float, default=10.0)
+    p.add_argument("--duration", type=int, default=300, help="requested grant duration, s")
+    p.add_argument("--json", help="write the result here too")
+    args = p.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench.unicast_load needs root (network namespaces)", file=sys.stderr)
+        return 2
+    steps = [int(x) for x in args.steps.split(",") if x.strip()]
+    if any(n < 1 or n > 60000 for n in steps):
+        print("steps must be 1..60000 clients", file=sys.stderr)
+        return 2
+    result = run(steps, args.window, args.duration)
+    print(json.dumps(result, indent=2))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
