@@ -147,3 +147,51 @@ def test_ring_blocks_loop_with_passive_port(spec: str, seed: int) -> None:
     for n in net.clocks():
         if n.name != "gm":
             assert n.clock.current_ds.steps_removed == hops[n.name], (n.name, n.clock.current_ds.steps_removed, hops[n.name])
+
+
+def random_mesh(seed: int, n: int = 10, extra_links: int = 6):
+    """n boundary clocks: a random spanning tree plus extra links (loops), random priority1."""
+    from topologies.model import Link, Node, Role, SwitchMode, Topology
+
+    rng = random.Random(seed)
+    names = [f"sw{i}" for i in range(n)]
+    nodes = [Node(nm, Role.SWITCH, mode=SwitchMode.BARE, priority1=rng.choice([110, 120, 128, 128])) for nm in names]
+    pairs: set[frozenset[str]] = set()
+    for i in range(1, n):
+        pairs.add(frozenset((names[i], names[rng.randrange(i)])))
+    while len(pairs) < n - 1 + extra_links:
+        a, b = rng.sample(names, 2)
+        pairs.add(frozenset((a, b)))
+    count = dict.fromkeys(names, 0)
+    links = []
+    for pair in sorted(sorted(p) for p in pairs):
+        a, b = pair
+        count[a] += 1
+        count[b] += 1
+        links.append(Link(a, f"p{count[a]}", b, f"p{count[b]}"))
+    return Topology.build(f"mesh{seed}", nodes, links)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ten_boundary_clock_mesh_elects_and_spans_a_tree(seed: int) -> None:
+    topo = random_mesh(seed)
+    sim = Simulator(seed)
+    net = build(topo, sim, SimOptions(switch_as="bc", options={**BASE}))
+    d0s = []
+    for node in net.clocks():
+        dd = node.clock.default_ds
+        d0s.append(bmca.dataset_of_default(dd.clock_identity, dd.clock_quality, dd.priority1, dd.priority2))
+    best = bmca.best(d0s)
+    assert best is not None
+    net.start()
+    sim.run_until(30 * S)
+    states = {n.name: [s.name for s in n.port_states()] for n in net.clocks()}
+    for n in net.clocks():
+        assert n.clock.parent_ds.grandmaster_identity == best.grandmaster_identity, (n.name, states)
+    tree, passive = _active_graph_is_tree(net, topo)
+    assert tree, states
+    assert passive >= 1  # extra links exist, so some must be blocked
+    gm_name = next(n.name for n in net.clocks() if n.clock.clock_identity == best.grandmaster_identity)
+    for n in net.clocks():
+        if n.name != gm_name:
+            assert n.port_states().count(PortState.SLAVE) == 1, (n.name, states)
