@@ -210,11 +210,12 @@ def teardown_record(rec: dict[str, Any]) -> list[str]:
     return removed
 
 
-def sweep(force: bool = False) -> list[str]:
-    """Tear down leftover labs: those whose owner process is dead (all of them with ``force``)."""
+def sweep(force: bool = False, include_persistent: bool = False) -> list[str]:
+    """Tear down leftover labs: those whose owner process is dead and that are not persistent
+    (``ptp-switch lab up``); ``force``: every recorded lab."""
     done = []
     for rec in list_records():
-        if force or (not rec["alive"] and not rec.get("persistent")):
+        if force or (not rec["alive"] and (include_persistent or not rec.get("persistent"))):
             teardown_record(rec)
             done.append(rec["run_id"])
     return done
