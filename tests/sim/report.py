@@ -1,4 +1,6 @@
-"""Print what the simulator measures: ``.venv/bin/python -m controlplane.core.sim [--seed N]``.
+"""Print what the simulator measures: ``.venv/bin/python tests/sim/report.py [--seed N]``.
+
+(Lives under tests/ because it reads the wall clock, which controlplane/core must not import.)
 
 Scenarios (true time error against the grandmaster, the oracle the protocol never sees):
 servo settling from 1 ms / 100 ppm; one simulated hour (wall time); four boundary clocks at
@@ -111,7 +113,7 @@ def election(seed: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m controlplane.core.sim", description=__doc__)
+    ap = argparse.ArgumentParser(prog="tests/sim/report.py", description=__doc__)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
     for fn in (lambda: servo(args.seed), lambda: hour(args.seed), lambda: chain(args.seed, "bc"),
