@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from controlplane.codec import management as cm
-from controlplane.codec.enums import ManagementAction, ManagementErrorId, ManagementId
+from controlplane.codec.enums import ManagementAction, ManagementErrorId, ManagementId, MessageType
 from controlplane.codec.header import Header
 from controlplane.codec.messages import Management
 from controlplane.codec.types import ALL_CLOCKS, ALL_PORTS, PortIdentity, PTPText
@@ -154,7 +154,7 @@ def handle(clock: Any, port: Any, msg: Management, now_ns: int, src: object = No
         h = msg.header
         hops = max(0, msg.starting_boundary_hops - msg.boundary_hops)
         rsp = Management(
-            header=Header(sequence_id=h.sequence_id, domain_number=clock.default_ds.domain_number,
+            header=Header(message_type=MessageType.MANAGEMENT, sequence_id=h.sequence_id, domain_number=clock.default_ds.domain_number,
                           source_port_identity=p.identity if p is not None else PortIdentity(clock.clock_identity, 0),
                           log_message_interval=0x7F, unicast=h.unicast),
             target_port_identity=h.source_port_identity, starting_boundary_hops=hops, boundary_hops=hops,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from controlplane.codec.enums import DelayMechanism, PortState
+from controlplane.codec.enums import DelayMechanism, MessageType, PortState
 from controlplane.codec.header import Header
 from controlplane.codec.messages import (
     Announce,
@@ -153,15 +153,15 @@ class Port:
         return int(self.rng.uniform(0.0, 2.0) * interval_ns(self.ds.log_min_delay_req_interval))
 
     # -- message builders --------------------------------------------------------------------
-    def header(self, sequence_id: int, log_interval: int, **flags: object) -> Header:
-        return Header(sequence_id=sequence_id, domain_number=self.domain_number, source_port_identity=self.identity,
+    def header(self, message_type: MessageType, sequence_id: int, log_interval: int, **flags: object) -> Header:
+        return Header(message_type=message_type, sequence_id=sequence_id, domain_number=self.domain_number, source_port_identity=self.identity,
                       log_message_interval=log_interval, transport_specific=self.cfg.transport_specific, **flags)  # type: ignore[arg-type]
 
     def build_announce(self, clock: object, path_trace: bool) -> Announce:
         c = clock  # Clock (typed loosely to avoid the import cycle)
         tp = c.time_properties_ds  # type: ignore[attr-defined]
         parent = c.parent_ds  # type: ignore[attr-defined]
-        hdr = self.header(self.next_seq("announce"), self.ds.log_announce_interval,
+        hdr = self.header(MessageType.ANNOUNCE, self.next_seq("announce"), self.ds.log_announce_interval,
                           leap61=tp.leap61, leap59=tp.leap59, current_utc_offset_valid=tp.current_utc_offset_valid,
                           ptp_timescale=tp.ptp_timescale, time_traceable=tp.time_traceable,
                           frequency_traceable=tp.frequency_traceable)
@@ -182,14 +182,14 @@ class Port:
         )
 
     def build_sync(self) -> Sync:
-        return Sync(header=self.header(self.next_seq("sync"), self.ds.log_sync_interval, two_step=self.two_step))
+        return Sync(header=self.header(MessageType.SYNC, self.next_seq("sync"), self.ds.log_sync_interval, two_step=self.two_step))
 
     def build_follow_up(self, sync_seq: int, t1: int) -> FollowUp:
-        return FollowUp(header=self.header(sync_seq, self.ds.log_sync_interval), precise_origin_timestamp=_ts(t1))
+        return FollowUp(header=self.header(MessageType.FOLLOW_UP, sync_seq, self.ds.log_sync_interval), precise_origin_timestamp=_ts(t1))
 
     def build_delay_req(self) -> DelayReq:
         # correctionField = -delayAsymmetry (11.6 / as ptp4l), so the Delay_Resp carries it back
-        return DelayReq(header=Header(sequence_id=self.next_seq("delay_req"), domain_number=self.domain_number,
+        return DelayReq(header=Header(message_type=MessageType.DELAY_REQ, sequence_id=self.next_seq("delay_req"), domain_number=self.domain_number,
                                       source_port_identity=self.identity, log_message_interval=0x7F,
                                       transport_specific=self.cfg.transport_specific,
                                       correction_scaled_ns=-self.ds.delay_asymmetry_ns * 65536))
@@ -197,15 +197,15 @@ class Port:
     def build_delay_resp(self, req: DelayReq, t4: int) -> DelayResp:
         h = req.header
         return DelayResp(
-            header=Header(sequence_id=h.sequence_id, domain_number=self.domain_number, source_port_identity=self.identity,
-                          log_message_interval=self.ds.log_min_delay_req_interval, correction_scaled_ns=h.correction_scaled_ns,
+            header=Header(message_type=MessageType.DELAY_RESP, sequence_id=h.sequence_id, domain_number=self.domain_number,
+                          source_port_identity=self.identity, log_message_interval=self.ds.log_min_delay_req_interval, correction_scaled_ns=h.correction_scaled_ns,
                           transport_specific=self.cfg.transport_specific, unicast=h.unicast),
             receive_timestamp=_ts(t4),
             requesting_port_identity=h.source_port_identity,
         )
 
     def build_pdelay_req(self) -> PdelayReq:
-        return PdelayReq(header=Header(sequence_id=self.next_seq("pdelay_req"), domain_number=self.domain_number,
+        return PdelayReq(header=Header(message_type=MessageType.PDELAY_REQ, sequence_id=self.next_seq("pdelay_req"), domain_number=self.domain_number,
                                        source_port_identity=self.identity, log_message_interval=0x7F,
                                        transport_specific=self.cfg.transport_specific))
 
@@ -214,7 +214,7 @@ class Port:
         # two-step: t2 in requestReceiptTimestamp; one-step: zero here, turnaround added to the
         # correctionField at transmission (SendMessage.one_step with request_receipt_ns = t2)
         return PdelayResp(
-            header=Header(sequence_id=h.sequence_id, domain_number=self.domain_number, source_port_identity=self.identity,
+            header=Header(message_type=MessageType.PDELAY_RESP, sequence_id=h.sequence_id, domain_number=self.domain_number, source_port_identity=self.identity,
                           log_message_interval=0x7F, two_step=not one_step,
                           correction_scaled_ns=h.correction_scaled_ns if one_step else 0,
                           transport_specific=self.cfg.transport_specific),
@@ -224,7 +224,7 @@ class Port:
 
     def build_pdelay_resp_follow_up(self, req_header: Header, t3: int) -> PdelayRespFollowUp:
         return PdelayRespFollowUp(
-            header=Header(sequence_id=req_header.sequence_id, domain_number=self.domain_number, source_port_identity=self.identity,
+            header=Header(message_type=MessageType.PDELAY_RESP_FOLLOW_UP, sequence_id=req_header.sequence_id, domain_number=self.domain_number, source_port_identity=self.identity,
                           log_message_interval=0x7F, correction_scaled_ns=req_header.correction_scaled_ns,
                           transport_specific=self.cfg.transport_specific),
             response_origin_timestamp=_ts(t3),

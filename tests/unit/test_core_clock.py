@@ -228,3 +228,11 @@ def test_outlier_filter() -> None:
     for _ in range(4):
         assert not f.accept(80_000)
     assert f.accept(80_000)  # the path really changed: accept and restart
+
+
+def test_outgoing_headers_name_their_message_type() -> None:
+    gm, out = run_master()
+    out += gm.handle_timer(gm.next_deadline_ns())
+    for a in sends(out):
+        assert a.message.header.message_type == type(a.message).MESSAGE_TYPE
+        assert m.decode(m.encode(a.message)).header.message_type == a.message.header.message_type
