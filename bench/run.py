@@ -1,0 +1,327 @@
+"""`make bench`: the benchmark suite, side by side with linuxptp, in one run on this machine.
+
+    python -m bench.run [--quick] [--only 1,2,...] [--duration S] [--out DIR]
+
+Sections (a section whose component is missing is reported "not measured: <reason>"):
+  1. slave error vs hops (1, 2, 4) under congestion: plain bridge / ptp-switch E2E TC / P2P TC / BC /
+     linuxptp E2E_TC / linuxptp BC (the ANCHORS.md recipe, reproduced in the same run)
+  2. per-hop residence error p50/p99 (tcpdump around every switch of the section-1 runs)
+  3. dataplane ns/packet and throughput overhead (``python -m bench.dataplane``)
+  4. dual-grandmaster failover and ATR client failover
+  5. unicast server capacity (``python -m bench.unicast_load``)
+  6. control-plane CPU per port and per message rate
+Writes ``<out>/<date>.json`` and ``<out>/<date>.md`` and (full runs) ``<out>/latest.md`` and
+``<out>/latest-offsets.png``. ``--quick`` is a smoke run (1 hop, short windows; latest.md untouched).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import shlex
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+from bench.report import MEASURED, NOT_MEASURED, PARTIAL, Column, Report, Section, summarize, write_report
+from bench.report_machine import load_snapshot, machine_info
+from bench.scenarios import LABELS, ChainSpec, Impl
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+TITLES = {
+    1: "Slave error vs hops under congestion",
+    2: "Per-hop residence error (Sync, capture-based)",
+    3: "Dataplane cost: ns per packet and throughput overhead",
+    4: "Failover: dual grandmaster, ATR client",
+    5: "Unicast server capacity (clients at 1 Sync/s)",
+    6: "Control-plane CPU per port and per message rate",
+}
+SECTION1_IMPLS = (Impl.BRIDGE, Impl.PTPS_E2E, Impl.PTPS_P2P, Impl.PTPS_BC, Impl.LINUXPTP_E2E, Impl.LINUXPTP_BC)
+
+
+class Ctx:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.quick: bool = args.quick
+        self.duration_s: float = args.duration or (12.0 if args.quick else 30.0)
+        self.hops: tuple[int, ...] = (1,) if args.quick else (1, 2, 4)
+        self.out: pathlib.Path = args.out
+        self.chains: list[Any] = []  # section 1 results, reused by section 2 and the plot
+        self.workdir = pathlib.Path(f"/tmp/ptp-switch-bench-{os.getpid()}")
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+# -- section 1 ----------------------------------------------------------------------------------
+def section_hops(ctx: Ctx) -> Section:
+    from bench.scenarios_run import run_chain
+
+    sec = Section(number=1, title=TITLES[1], columns=[
+        Column("impl", "implementation"), Column("hops", "hops"), Column("n", "n"),
+        Column("rms_ns", "offset rms", "ns"), Column("max_ns", "max |offset|", "ns"),
+        Column("mean_ns", "offset mean", "ns"), Column("delay_ns", "mean path delay", "ns"),
+        Column("first_s", "first offset after", "s"),
+    ])
+    impls = SECTION1_IMPLS if not ctx.quick else (Impl.BRIDGE, Impl.PTPS_E2E, Impl.LINUXPTP_E2E)
+    total = len(impls) * len(ctx.hops)
+    k = 0
+    for hops in ctx.hops:
+        for impl in impls:
+            k += 1
+            spec = ChainSpec(impl, hops=hops, slaves=1)
+            t0 = time.monotonic()
+            last = [0.0]
+
+            def progress(phase: str, el: float, tot: float, n: int, rms: float | None, _k: int = k, _spec: ChainSpec = spec) -> None:
+                if time.monotonic() - last[0] >= 5:
+                    last[0] = time.monotonic()
+                    r = f"{rms / 1000:.1f} us" if rms is not None else "-"
+                    say(f"  [1: {_k}/{total}] {_spec.label}, {_spec.hops} hop(s): {phase} {el:.0f}/{tot:.0f} s, samples {n}, live rms {r}")
+
+            r = run_chain(spec, ctx.duration_s, progress=progress, keep_dir=ctx.workdir / "logs")
+            ctx.chains.append(r)
+            row: dict[str, Any] = {"impl": spec.label, "hops": hops}
+            if r.error:
+                row["reason"] = r.error.splitlines()[0][:200]
+                say(f"  [1: {k}/{total}] {spec.label}, {hops} hop(s): FAILED: {row['reason']}")
+            else:
+                s = r.slaves[0]
+                st = s.stats(r.skip_s)
+                if st is None:
+                    row["reason"] = "no offset samples after the skip window"
+                else:
+                    row.update(n=st.n, rms_ns=round(st.rms_ns), max_ns=round(st.max_abs_ns), mean_ns=round(st.mean_ns),
+                               delay_ns=round(s.mean_path_delay_ns(r.skip_s) or 0), first_s=round(s.first_offset_after_s or 0, 1))
+                say(f"  [1: {k}/{total}] {spec.label}, {hops} hop(s): rms {row.get('rms_ns', '-')} ns in {time.monotonic() - t0:.0f} s")
+            sec.rows.append(row)
+            if k == 1:
+                sec.commands.extend(r.commands[:1])
+            if spec.impl in (Impl.LINUXPTP_E2E, Impl.PTPS_E2E, Impl.PTPS_P2P) and hops == ctx.hops[-1]:
+                sec.commands.append(f"# {spec.label}, {hops} hop(s):")
+                sec.commands.extend(c for c in r.commands if "tcpdump" not in c)
+    from bench.scenarios_run import ptp4l_config
+
+    for impl, role in ((Impl.LINUXPTP_E2E, "gm"), (Impl.LINUXPTP_E2E, "slave"), (Impl.LINUXPTP_E2E, "switch"),
+                       (Impl.LINUXPTP_BC, "switch"), (Impl.PTPS_BC, "ptps")):
+        sec.commands.append(f"# --- ptp4l config: {role}" + (f" ({LABELS[impl]})" if role in ("switch", "ptps") else "")
+                            + " (P2P rows: delay_mechanism P2P everywhere)")
+        sec.commands.extend(ptp4l_config(role, ChainSpec(impl, hops=1), "/var/run/ptp4l-<lab>-<node>").strip().splitlines())
+    good = [r for r in sec.rows if "reason" not in r]
+    sec.status = MEASURED if len(good) == len(sec.rows) else PARTIAL if good else NOT_MEASURED
+    if sec.status == NOT_MEASURED:
+        sec.reason = "every row failed: " + sec.rows[0]["reason"]
+        sec.notes = [f"{r['impl']} {r['hops']} hop(s): {r['reason']}" for r in sec.rows]
+        sec.rows = []
+    sec.notes += [
+        f"One run per row, {ctx.duration_s:.0f} s measuring window after the slave's first offset; the first "
+        f"{2:.0f} s are discarded. ptp4l prints one offset per second with free_running 1 (ANCHORS.md section 2), so n ~ window.",
+        "Congestion: HTB 20 mbit serializer + 1514-byte cross frames every 720 us on every hop leaving a switch toward "
+        "the slave; inside the switch (brA -> ia [HTB] -> ib -> brB) for bridge-mode switches (plain bridge, ptp-switch TC), "
+        "on the egress port for ptp4l and the ptp-switch daemon on bare ports (queue between their RX and TX stamps).",
+        "All clocks are the same kernel clock and every ptp4l runs free_running 1: the slave's offset is its error. "
+        "Treat differences below ~2x between single runs as noise on a shared 2-vCPU VM (ANCHORS.md).",
+    ]
+    return sec
+
+
+# -- section 2 ----------------------------------------------------------------------------------
+def section_residence(ctx: Ctx) -> Section:
+    sec = Section(number=2, title=TITLES[2], columns=[
+        Column("impl", "implementation"), Column("hops", "hops in run"), Column("n", "Syncs matched"),
+        Column("res_ns", "mean true residence", "ns"), Column("p50_ns", "|error| p50", "ns"),
+        Column("p99_ns", "|error| p99", "ns"), Column("mean_ns", "error mean", "ns"),
+    ])
+    if not ctx.chains:
+        return Section.not_measured(2, TITLES[2], "needs the section-1 runs (run with --only 1,2)")
+    for r in ctx.chains:
+        if r.error or not r.hops or r.spec.impl in (Impl.PTPS_BC, Impl.LINUXPTP_BC):
+            continue
+        errs = [e for h in r.hops for e in h.error_ns]
+        res = [x for h in r.hops for x in h.true_residence_ns]
+        st = summarize(errs)
+        if st is None:
+            sec.rows.append({"impl": r.label, "hops": r.spec.hops, "reason": "no Sync matched on both sides of a switch"})
+            continue
+        sec.rows.append({"impl": r.label, "hops": r.spec.hops, "n": st.n, "res_ns": round(sum(res) / len(res)),
+                         "p50_ns": round(st.p50_abs_ns), "p99_ns": round(st.p99_abs_ns), "mean_ns": round(st.mean_ns)})
+    if not sec.rows:
+        return Section.not_measured(2, TITLES[2], "no section-1 run with captures succeeded")
+    sec.status = MEASURED if all("reason" not in r for r in sec.rows) else PARTIAL
+    sec.notes = [
+        "error = correction added by the switch (Sync + Follow_Up correctionField out - in) - true residence "
+        "(Sync seen leaving the downstream port - Sync seen entering the upstream port, tcpdump taps in the switch's "
+        "namespace; one kernel clock). For P2P the true upstream link delay is added to the expected value.",
+        "A plain bridge adds nothing, so its error is minus its residence. Boundary clocks re-time (no forwarded Sync) and are not listed.",
+        "The taps are not the dataplane's stamp points (XDP runs before the RX tap; tc egress before the qdisc), so a few "
+        "hundred ns of the error can be measurement geometry. Pooled over all switches of the run.",
+        "Command: the tcpdump lines are in section 1's lab (bench/scenarios_capture.py: "
+        "`tcpdump -i PORT -w F -U -s 256 -n --time-stamp-precision=nano 'udp port 319 or udp port 320 or ether proto 0x88f7'`).",
+    ]
+    return sec
+
+
+# -- sections delegated to other engineers' modules --------------------------------------------------
+def _delegate(number: int, module: str, args: list[str], ctx: Ctx, to_rows: Callable[[dict[str, Any]], tuple[list[Column], list[dict[str, Any]], list[str]]],
+              timeout_s: float) -> Section:
+    path = ROOT / (module.replace(".", "/") + ".py")
+    if not path.exists():
+        return Section.not_measured(number, TITLES[number], f"{module} is not in the tree yet ({path.relative_to(ROOT)})")
+    ctx.workdir.mkdir(parents=True, exist_ok=True)
+    out = ctx.workdir / f"{module}.json"
+    out_opt = OUT_OPTION.get(module, "--json")
+    argv = [sys.executable, "-m", module, *args, out_opt, str(out)]
+    cmd = shlex.join(["python", "-m", module, *args, out_opt, "OUT.json"])
+    say(f"  [{number}] {cmd}")
+    t0 = time.monotonic()
+    try:
+        res = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return Section.not_measured(number, TITLES[number], f"`{cmd}` did not finish within {timeout_s:.0f} s", commands=[cmd])
+    if res.returncode != 0 or not out.exists():
+        tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["no output"]
+        return Section.not_measured(number, TITLES[number], f"`{cmd}` failed (exit {res.returncode}): {tail[0][:200]}", commands=[cmd])
+    try:
+        data = json.loads(out.read_text())
+        cols, rows, notes = to_rows(data)
+    except (ValueError, KeyError, TypeError) as exc:
+        return Section.not_measured(number, TITLES[number], f"could not read {module}'s JSON ({exc.__class__.__name__}: {exc})", commands=[cmd])
+    if not rows:
+        return Section.not_measured(number, TITLES[number], f"{module} returned no rows", commands=[cmd])
+    return Section(number=number, title=TITLES[number], status=MEASURED, columns=cols, rows=rows, commands=[cmd],
+                   notes=notes, elapsed_s=time.monotonic() - t0)
+
+
+def _generic_rows(data: dict[str, Any]) -> tuple[list[Column], list[dict[str, Any]], list[str]]:
+    """A list of flat dicts under rows/results/steps becomes a table; other scalars become notes."""
+    rows: list[dict[str, Any]] = []
+    for key in ("rows", "results", "steps", "cases"):
+        if isinstance(data.get(key), list) and data[key] and isinstance(data[key][0], dict):
+            rows = [{k: v for k, v in r.items() if isinstance(v, (int, float, str)) or v is None} for r in data[key]]
+            break
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    cols = [Column(k, k, "ns" if k.endswith("_ns") else "") for k in keys]
+    notes = [f"{k}: {v}" for k, v in data.items() if isinstance(v, (int, float, str)) and k not in ("benchmark",)]
+    return cols, rows, notes
+
+
+OUT_OPTION = {"bench.dataplane": "--out", "bench.unicast_load": "--json"}
+
+
+def section_dataplane(ctx: Ctx) -> Section:
+    return _delegate(3, "bench.dataplane", ["--repeat", "20000", "--rounds", "2"] if ctx.quick else [], ctx, _generic_rows, 900)
+
+
+def section_unicast(ctx: Ctx) -> Section:
+    steps = "100,500" if ctx.quick else "500,1000,2000,5000,10000"
+    window = "5" if ctx.quick else "10"
+    return _delegate(5, "bench.unicast_load", ["--steps", steps, "--window", window], ctx, _generic_rows, 900)
+
+
+def section_failover(ctx: Ctx) -> Section:
+    return Section.not_measured(4, TITLES[4], "no failover scenario is wired into bench.run yet (dual-gm kill and ATR "
+                                "client failover: the ATR lab tests cover behaviour, not timing)")
+
+
+def section_cpu(ctx: Ctx) -> Section:
+    return Section.not_measured(6, TITLES[6], "not implemented in bench.run yet (the daemon's /proc/<pid>/stat CPU time "
+                                "at several Sync rates and port counts)")
+
+
+SECTIONS: dict[int, Callable[[Ctx], Section]] = {
+    1: section_hops, 2: section_residence, 3: section_dataplane, 4: section_failover, 5: section_unicast, 6: section_cpu,
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="make bench  (python -m bench.run)", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="short smoke run (1 hop, 12 s windows, few rows)")
+    p.add_argument("--only", default="", metavar="N,M", help="run only these sections (1..6)")
+    p.add_argument("--duration", type=float, default=None, metavar="S", help="measuring window per section-1 row")
+    p.add_argument("--out", type=pathlib.Path, default=RESULTS, metavar="DIR", help="report directory (default bench/results)")
+    args = p.parse_args(argv)
+    try:
+        args.sections = sorted({int(x) for x in args.only.split(",") if x.strip()}) or sorted(SECTIONS)
+    except ValueError:
+        p.error(f"--only {args.only!r}: comma-separated section numbers 1..6")
+    bad = [n for n in args.sections if n not in SECTIONS]
+    if bad:
+        p.error(f"--only: no section {bad}; sections are 1..6")
+    if args.duration is not None and not 5 <= args.duration <= 600:
+        p.error("--duration must be within 5..600 s")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench: error: needs root (network namespaces, BPF); run `sudo make bench`", file=sys.stderr)
+        return 2
+    ctx = Ctx(args)
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    cmd = "make bench" + (f" BENCH_ARGS='{' '.join(argv if argv is not None else sys.argv[1:])}'" if (argv if argv is not None else sys.argv[1:]) else "")
+    report = Report(started_utc=started, command=f"{cmd}   (= .venv/bin/python -m bench.run ...)", machine=machine_info(),
+                    sections=[], quick=ctx.quick)
+    report.load.update(load_snapshot("before"))
+    say(f"bench: sections {args.sections}, {'quick' if ctx.quick else 'full'} run, window {ctx.duration_s:.0f} s; "
+        f"load {report.load['load average before']}")
+    t_all = time.monotonic()
+    for n in sorted(SECTIONS):
+        if n not in args.sections:
+            report.sections.append(Section.not_measured(n, TITLES[n], "not selected (--only)"))
+            continue
+        say(f"bench: section {n}: {TITLES[n]}")
+        t0 = time.monotonic()
+        try:
+            sec = SECTIONS[n](ctx)
+        except Exception as exc:  # noqa: BLE001 - one broken section must not lose the others
+            sec = Section.not_measured(n, TITLES[n], f"bench error: {exc.__class__.__name__}: {exc}")
+        sec.elapsed_s = sec.elapsed_s or time.monotonic() - t0
+        say(f"bench: section {n}: {sec.status}{': ' + sec.reason if sec.status == NOT_MEASURED else ''} ({sec.elapsed_s:.0f} s)")
+        report.sections.append(sec)
+    report.load.update(load_snapshot("after"))
+    report.finished_utc = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    report.notes.append(f"total run time {time.monotonic() - t_all:.0f} s. Other engineers' labs may have run at the same "
+                        "time (the load lines above): figures are single runs on a shared 2-vCPU VM.")
+    if ctx.chains:
+        _plot(ctx, report)
+    paths = write_report(report, ctx.out, update_latest=not ctx.quick)
+    (ctx.out / f"{report.stem}-samples.json").write_text(json.dumps(
+        [_chain_json(r) for r in ctx.chains], default=str) + "\n")
+    for p in paths:
+        say(f"bench: wrote {p}")
+    return 0
+
+
+def _chain_json(r: Any) -> dict[str, Any]:
+    from bench.scenarios_run import result_summary
+
+    return result_summary(r)
+
+
+def _plot(ctx: Ctx, report: Report) -> None:
+    from bench.report_plot import plot_offsets
+
+    hops = max(r.spec.hops for r in ctx.chains)
+    series = {}
+    for r in ctx.chains:
+        if r.spec.hops == hops and not r.error and r.slaves:
+            series[f"{r.label}"] = [(t, o) for (t, o, _) in r.slaves[0].samples]
+    if not series:
+        return
+    name = f"{report.stem}-offsets.png"
+    plot_offsets(series, ctx.out / name, title=f"slave error through {hops} congested hop(s), {report.started_utc}")
+    if not ctx.quick:
+        plot_offsets(series, ctx.out / "latest-offsets.png", title=f"slave error through {hops} congested hop(s), {report.started_utc}")
+    report.notes.append(f"plot: {name} (|offset| over time, log scale, {hops} hop(s))")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
