@@ -416,8 +416,11 @@ class ClientNode(_Node):
             t4 = msg.receive_timestamp.to_ns() - (msg.header.correction_scaled_ns >> 16)
             _, t1, t2 = self.t1_t2
             delay = ((t2 - t1) + (t4 - t3)) // 2
+            first = self.mean_path_delay_ns is None
             self.mean_path_delay_ns = delay
             self.emit(kind="delay", server=addr, mean_path_delay_ns=delay)
+            if first:  # the first offset of a new server needs no second Sync
+                self.emit(kind="offset", server=addr, offset_ns=t2 - t1 - delay, mean_path_delay_ns=delay)
 
     def _have_sync(self, addr: str, t1: int, t2: int) -> None:
         self.t1_t2 = (addr, t1, t2)
