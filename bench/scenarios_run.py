@@ -472,7 +472,7 @@ def result_summary(r: ChainResult) -> dict[str, Any]:
     out: dict[str, Any] = {
         "impl": str(r.spec.impl), "label": r.label, "hops": r.spec.hops, "transport": r.spec.transport,
         "duration_s": r.duration_s, "skip_s": r.skip_s, "elapsed_s": round(r.elapsed_s, 1), "error": r.error,
-        "topology": r.spec.text(), "slaves": [], "switches": [dataclasses.asdict(s) for s in r.switches],
+        "topology": r.spec.text(), "commands": r.commands, "slaves": [], "switches": [dataclasses.asdict(s) for s in r.switches],
     }
     out["hops_residence"] = []
     for h in r.hops:
