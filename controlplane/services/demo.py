@@ -26,7 +26,7 @@ from bench.report import fmt_ns
 from bench.scenarios import DEMO_MODES, LABELS, ChainSpec, Impl
 from topologies.model import TopologyError
 
-DEFAULT_OUT = pathlib.Path("demo-out")
+DEFAULT_OUT = pathlib.Path("/tmp/ptp-switch-demo")
 
 
 class DemoError(Exception):
@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-bridge", action="store_true", help="skip the plain-bridge contrast")
     p.add_argument("--slaves", type=int, default=2, help="slaves on the last switch (default 2)")
     p.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, metavar="DIR",
-                   help=f"where the PNG, JSON and logs go (default ./{DEFAULT_OUT})")
+                   help=f"where the PNG, JSON and logs go (default {DEFAULT_OUT})")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     args = p.parse_args(argv)
     if args.duration < 5 or args.duration > 3600:
