@@ -1,4 +1,4 @@
-"""Frame generation and an independent reference model of the dataplane, for fuzzing.
+"""ptp-switch fuzzing: dataplane (BPF_PROG_TEST_RUN), codec and core, with independent oracles.
 
 Everything here is written from the dataplane's documented contract (dataplane/bpf/ptp_parse.h and
 ptp_egress.c header comments, docs/ARCHITECTURE.md), not from its code paths: frames are built with
@@ -733,3 +733,615 @@ def fuzz_block(fz: DataplaneFuzzer, rng: random.Random, n_frames: int, scapy_eve
                 if fz.verdicts["corrected"] > before:
                     fz.scapy_check(f, fz.last_out)
                 done += 1
+
+
+# =================================================================================================
+# Control-plane fuzzing: codec (bytes) and core (clocks fed messages, timers, faults, stamps)
+# =================================================================================================
+def codec_seeds() -> list[bytes]:
+    from controlplane.codec import encode
+    from controlplane.codec.samples import all_samples
+
+    return [encode(m) for m in all_samples().values()]
+
+
+def mutate_ptp(rng: random.Random, data: bytes, seeds: list[bytes]) -> bytes:
+    """Byte-level and structure-aware mutations of a PTP message (header fields, TLV headers)."""
+    f = bytearray(data)
+    for _ in range(rng.choice((1, 1, 2, 3, 4))):
+        op = rng.randrange(11)
+        n = len(f)
+        if op == 0 and n:
+            f[rng.randrange(n)] ^= 1 << rng.randrange(8)
+        elif op == 1 and n:
+            f[rng.randrange(n)] = rng.choice((0, 0xFF, 0x7F, 0x80, rng.randrange(256)))
+        elif op == 2:
+            del f[rng.randrange(n + 1):]
+        elif op == 3:
+            f += rng.randbytes(rng.choice((1, 2, 4, rng.randrange(1, 64))))
+        elif op == 4 and n >= 4:                                   # messageLength
+            struct.pack_into(">H", f, 2, rng.choice((0, 33, 34, 44, n - 1, n, n + 1, n + 2, 0xFFFF, rng.randrange(65536))))
+        elif op == 5 and n >= 2:                                   # messageType / version nibbles
+            f[rng.randrange(2)] = rng.randrange(256)
+        elif op == 6 and n > 40:                                   # a TLV header somewhere after the body
+            i = rng.randrange(34, n - 3) & ~1
+            struct.pack_into(">HH", f, i, rng.choice((0x0001, 0x0003, 0x0004, 0x0005, 0x0006, 0x0007, 0x0008,
+                                                      0x2000, 0x4000, 0x8000, rng.randrange(65536))),
+                             rng.choice((0, 1, 2, 3, 4, 10, n - i, 0xFFFF, rng.randrange(65536))))
+        elif op == 7:
+            other = rng.choice(seeds)
+            cut = rng.randrange(len(other) + 1)
+            f = f[:rng.randrange(n + 1)] + bytearray(other[cut:])
+        elif op == 8 and n > 34:
+            i = rng.randrange(34, n)
+            f[i:i] = rng.randbytes(rng.randrange(1, 9))
+        elif op == 9 and n >= 52:                                   # management: action field / id
+            f[46] = rng.randrange(256)
+            if n >= 54:
+                struct.pack_into(">H", f, 52, rng.randrange(65536))
+        elif n:
+            i = rng.randrange(n)
+            f[i:i + rng.randrange(1, 9)] = b""
+    return bytes(f)
+
+
+@dataclass
+class CodecStats:
+    inputs: int = 0
+    decoded: int = 0
+    rejected: dict = None          # reason stage -> count
+    frames: int = 0
+    captures: int = 0
+    failures: list = None
+
+    def __post_init__(self) -> None:
+        self.rejected = {}
+        self.failures = []
+
+
+def fuzz_codec_one(data: bytes, st: CodecStats) -> None:
+    """decode() raises only CodecError; what it accepts re-encodes byte-exact and renders."""
+    from controlplane.codec import CodecError, decode, encode
+    from controlplane.codec.render import summary, to_dict
+
+    st.inputs += 1
+    try:
+        msg = decode(data)
+    except CodecError as exc:
+        st.rejected[exc.stage] = st.rejected.get(exc.stage, 0) + 1
+        if not isinstance(exc.reason, str) or not exc.reason:
+            st.failures.append(f"CodecError without a reason for {data.hex()}")
+        return
+    except Exception as exc:                               # noqa: BLE001 - the point of the fuzzer
+        st.failures.append(f"decode raised {type(exc).__name__}: {exc} for {data.hex()}")
+        return
+    st.decoded += 1
+    try:
+        again = encode(msg)
+    except Exception as exc:                               # noqa: BLE001
+        st.failures.append(f"encode(decode(x)) raised {type(exc).__name__}: {exc} for {data.hex()}")
+        return
+    if again != data:
+        st.failures.append(f"re-encode differs: {data.hex()} -> {again.hex()}")
+    try:
+        to_dict(msg)
+        summary(msg)
+    except Exception as exc:                               # noqa: BLE001
+        st.failures.append(f"render raised {type(exc).__name__}: {exc} for {data.hex()}")
+
+
+def fuzz_frame_one(data: bytes, st: CodecStats) -> None:
+    from controlplane.codec import CodecError
+    from controlplane.codec.frames import parse_frame
+    from controlplane.codec.pcap import read_capture
+
+    st.frames += 1
+    try:
+        parse_frame(data)
+    except CodecError:
+        pass
+    except Exception as exc:                               # noqa: BLE001
+        st.failures.append(f"parse_frame raised {type(exc).__name__}: {exc} for {data.hex()}")
+    st.captures += 1
+    for blob in (b"\xd4\xc3\xb2\xa1" + data, b"\x0a\x0d\x0d\x0a" + data, data):
+        try:
+            read_capture(blob)
+        except CodecError:
+            pass
+        except Exception as exc:                           # noqa: BLE001
+            st.failures.append(f"read_capture raised {type(exc).__name__}: {exc} for {blob.hex()}")
+
+
+def fuzz_codec(rng: random.Random, n: int, st: CodecStats | None = None, frames_every: int = 8) -> CodecStats:
+    st = st or CodecStats()
+    seeds = codec_seeds()
+    for i in range(n):
+        x = rng.random()
+        if x < 0.85:
+            data = mutate_ptp(rng, rng.choice(seeds), seeds)
+        elif x < 0.95:
+            data = rng.choice(seeds)[:34] + rng.randbytes(rng.randrange(0, 80))
+        else:
+            data = rng.randbytes(rng.randrange(0, 120))
+        fuzz_codec_one(data, st)
+        if frames_every and i % frames_every == 0:
+            _, fr = valid_frame(rng)
+            if rng.random() < 0.7:
+                _, fr = mutate(rng, fr)
+            fuzz_frame_one(fr, st)
+    return st
+
+
+# --- core ------------------------------------------------------------------------------------------
+CORE_KINDS = ("oc", "oc_slave_only", "oc_p2p", "bc3", "e2e_tc", "p2p_tc", "oc_free_running")
+FOREIGN = [bytes.fromhex(x) for x in ("0200000000000a01", "0200000000000b02", "0200000000000c03", "02005efffe770001")]
+S_NS = 1_000_000_000
+
+
+def make_clock(kind: str, rng: random.Random):
+    from controlplane.core.clock import Clock
+    from controlplane.core.config import parse
+
+    fast = {"logSyncInterval": "-3", "logAnnounceInterval": "-2", "logMinDelayReqInterval": "-3",
+            "logMinPdelayReqInterval": "-2", "announceReceiptTimeout": "2"}
+    g = dict(fast)
+    ports = ["eth0"]
+    if kind == "oc_slave_only":
+        g["slaveOnly"] = "1"
+    elif kind == "oc_p2p":
+        g["delay_mechanism"] = "P2P"
+    elif kind == "bc3":
+        g["clock_type"] = "BC"
+        ports = ["p1", "p2", "p3"]
+    elif kind == "e2e_tc":
+        g["clock_type"] = "E2E_TC"
+        ports = ["p1", "p2"]
+    elif kind == "p2p_tc":
+        g["clock_type"] = "P2P_TC"
+        g["delay_mechanism"] = "P2P"
+        ports = ["p1", "p2"]
+    elif kind == "oc_free_running":
+        g["free_running"] = "1"
+    g["priority1"] = str(rng.choice((0, 10, 128, 200, 255)))
+    return Clock(parse({"global": g}), bytes.fromhex("02000000000000") + bytes([rng.randrange(256)]), ports, rng=rng)
+
+
+def _ts(ns: int):
+    from controlplane.codec.types import Timestamp
+
+    ns = max(0, min(ns, (1 << 48) * S_NS - 1))
+    return Timestamp.from_ns(ns)
+
+
+def core_message(rng: random.Random, clock, ptp_now: int, seeds: dict):
+    """A decoded message the runtime could hand the core: usually in the clock's domain, from a
+    small pool of foreign clocks (so BMCA and servo paths are reached), sometimes mutated bytes."""
+    import dataclasses as dc
+
+    from controlplane.codec import CodecError, decode, encode
+    from controlplane.codec import messages as M
+    from controlplane.codec.types import ClockQuality, PortIdentity
+
+    if rng.random() < 0.15:
+        enc = [encode(m) for m in seeds.values()]
+        data = mutate_ptp(rng, rng.choice(enc), enc)
+        try:
+            return decode(data)
+        except CodecError:
+            return None
+    by_type = {type(m).__name__: m for m in seeds.values()}
+    if rng.random() < 0.5:      # the messages that drive BMCA and the servo, from a consistent master
+        base = by_type[rng.choice(("Announce", "Announce", "Sync", "FollowUp", "DelayResp", "PdelayResp",
+                                   "PdelayRespFollowUp"))]
+    else:
+        base = rng.choice(list(seeds.values()))
+    port = rng.choice(clock.ports)
+    src = PortIdentity(rng.choice(FOREIGN[:1] * 6 + FOREIGN + [clock.clock_identity]) if rng.random() < 0.95 else rng.randbytes(8),
+                       rng.choice((1, 1, 1, 1, 2, 0xFFFF)))
+    sent = port.seq
+    seq = rng.choice((rng.randrange(65536), max(0, sent["sync"] - 1), max(0, sent["delay_req"] - 1),
+                      max(0, sent["pdelay_req"] - 1), 0, 0xFFFF))
+    hdr = dc.replace(base.header, domain_number=clock.default_ds.domain_number if rng.random() < 0.9 else rng.randrange(256),
+                     source_port_identity=src, sequence_id=seq, two_step=rng.random() < 0.5,
+                     correction_scaled_ns=rng.choice((0, 0, rng.randrange(-(1 << 40), 1 << 40), rng.randrange(-(1 << 63), 1 << 63))),
+                     log_message_interval=rng.choice((-3, -2, 0, 1, 0x7F, -128)))
+    jitter = rng.choice((0, rng.randrange(-10_000, 10_000), rng.randrange(-S_NS, S_NS), rng.randrange(-(1 << 50), 1 << 50)))
+    kw: dict = {"header": hdr}
+    t = type(base)
+    if t in (M.Sync, M.DelayReq, M.PdelayReq, M.Announce):
+        kw["origin_timestamp"] = _ts(ptp_now + jitter)
+    if t is M.FollowUp:
+        kw["precise_origin_timestamp"] = _ts(ptp_now + jitter)
+    if t in (M.DelayResp, M.PdelayResp, M.PdelayRespFollowUp):
+        kw["requesting_port_identity"] = port.identity if rng.random() < 0.8 else src
+    if t is M.DelayResp:
+        kw["receive_timestamp"] = _ts(ptp_now + jitter)
+    if t is M.PdelayResp:
+        kw["request_receipt_timestamp"] = _ts(ptp_now + jitter)
+    if t is M.PdelayRespFollowUp:
+        kw["response_origin_timestamp"] = _ts(ptp_now + jitter)
+    if t is M.Announce:
+        kw.update(grandmaster_identity=src.clock_identity if rng.random() < 0.8 else rng.choice(FOREIGN),
+                  grandmaster_priority1=rng.choice((0, 10, 128, 255, rng.randrange(256))),
+                  grandmaster_priority2=rng.choice((0, 128, 255)),
+                  grandmaster_clock_quality=ClockQuality(rng.choice((6, 7, 52, 135, 248, 255, rng.randrange(256))),
+                                                         rng.choice((0x20, 0x21, 0xFE, rng.randrange(256))), rng.randrange(65536)),
+                  steps_removed=rng.choice((0, 1, 2, 254, 255, 0xFFFF)))
+    if t is M.Management:
+        from controlplane.codec.types import ALL_CLOCKS, ALL_PORTS
+
+        kw["target_port_identity"] = rng.choice((PortIdentity(ALL_CLOCKS, ALL_PORTS), PortIdentity(clock.clock_identity, 1),
+                                                 PortIdentity(clock.clock_identity, rng.randrange(65536)), base.target_port_identity))
+        kw["action_field"] = rng.choice(list(type(base.action_field))) if rng.random() < 0.7 else base.action_field
+    msg = t(**{**{f.name: getattr(base, f.name) for f in dc.fields(base)}, **kw})
+    try:
+        return decode(encode(msg))          # as the runtime would see it
+    except CodecError:
+        return None
+
+
+@dataclass
+class CoreStats:
+    inputs: int = 0
+    clocks: int = 0
+    actions: int = 0
+    sends: int = 0
+    adjusts: int = 0
+    state_changes: int = 0
+    states_seen: set = None
+    failures: list = None
+
+    def __post_init__(self) -> None:
+        self.states_seen = set()
+        self.failures = []
+
+
+def check_core_invariants(clock, actions: list, now_ns: int, st: CoreStats, trace: list[str], after_timer: bool) -> None:
+    import math
+
+    from controlplane.codec import encode
+    from controlplane.codec.enums import PortState
+    from controlplane.core import actions as A
+
+    def fail(why: str) -> None:
+        if len(st.failures) < 50:
+            st.failures.append(f"{why}\n    last inputs: {' ; '.join(trace[-6:])}")
+
+    closed = tuple(getattr(A, n) for n in ("SendMessage", "ArmTimer", "AdjustClock", "ProgramDataplane", "StateChanged",
+                                           "ParentChanged", "OffsetSample", "Fault") if hasattr(A, n))
+    for a in actions:
+        st.actions += 1
+        if not isinstance(a, closed):
+            fail(f"action outside the closed set: {a!r}")
+        if isinstance(a, A.SendMessage):
+            st.sends += 1
+            try:
+                data = encode(a.message)
+            except Exception as exc:                         # noqa: BLE001
+                fail(f"core sent a message that does not encode: {type(exc).__name__}: {exc}: {a.message!r}")
+                continue
+            if not 0 <= a.message.header.sequence_id <= 0xFFFF:
+                fail(f"sequenceId out of range {a.message.header.sequence_id}")
+            if not 1 <= a.port <= len(clock.ports):
+                fail(f"SendMessage on port {a.port}")
+            del data
+        elif isinstance(a, A.AdjustClock):
+            st.adjusts += 1
+            for v in (a.freq_ppb, a.step_ns, a.offset_ns):
+                if v is not None and isinstance(v, float) and not math.isfinite(v):
+                    fail(f"AdjustClock with a non-finite value: {a!r}")
+            if a.freq_ppb is not None and abs(a.freq_ppb) > 1e9:
+                fail(f"AdjustClock frequency beyond 1e9 ppb: {a!r}")
+            if clock.cfg.free_running and (a.step_ns or a.freq_ppb):
+                fail(f"free_running clock asked to adjust: {a!r}")
+        elif isinstance(a, A.StateChanged):
+            st.state_changes += 1
+        elif isinstance(a, A.OffsetSample):
+            if not isinstance(a.offset_ns, int) or not isinstance(a.mean_path_delay_ns, int):
+                fail(f"OffsetSample not integer ns: {a!r}")
+    states = [p.state for p in clock.ports]
+    for p, s in zip(clock.ports, states):
+        if not isinstance(s, PortState):
+            fail(f"port {p.number} state {s!r} is not a PortState")
+        st.states_seen.add(s.name)
+        for k, v in p.seq.items():
+            if not 0 <= v <= 0xFFFF:
+                fail(f"port {p.number} next {k} sequenceId {v} out of range")
+        for name, d in p.timers.items():
+            if not isinstance(d, int):
+                fail(f"timer {name} deadline {d!r} not int ns")
+            elif after_timer and d <= now_ns:
+                fail(f"timer {name} still due ({d} <= now {now_ns}) after handle_timer")
+        if p.ds.log_announce_interval is not None and not -128 <= p.ds.log_announce_interval <= 127:
+            fail(f"logAnnounceInterval {p.ds.log_announce_interval}")
+        if p.peer_mean_link_delay_ns is not None and not isinstance(p.peer_mean_link_delay_ns, int):
+            fail(f"meanLinkDelay not int: {p.peer_mean_link_delay_ns!r}")
+    slaves = [p.number for p, s in zip(clock.ports, states) if s in (PortState.SLAVE, PortState.UNCALIBRATED)]
+    if len(slaves) > 1:
+        fail(f"more than one SLAVE/UNCALIBRATED port: {slaves}")
+    if clock.is_tc and any(s in (PortState.SLAVE, PortState.UNCALIBRATED) for s in states) and False:
+        fail("TC port in SLAVE")
+    if clock.default_ds.slave_only and PortState.MASTER in states:
+        fail("slaveOnly clock has a MASTER port")
+    if len(clock._tokens) > 1100:
+        fail(f"tx token table grows: {len(clock._tokens)}")
+
+
+def fuzz_core_clock(rng: random.Random, steps: int, st: CoreStats, kind: str | None = None) -> None:
+    """One clock of a random kind driven by `steps` random inputs; invariants after every one."""
+    from controlplane.codec.samples import all_samples
+    from controlplane.core.actions import SendMessage
+
+    seeds = all_samples()
+    kind = kind or rng.choice(CORE_KINDS)
+    clock = make_clock(kind, rng)
+    st.clocks += 1
+    now = rng.randrange(1 << 40)
+    ptp_offset = rng.choice((0, rng.randrange(-S_NS, S_NS), 1_700_000_000 * S_NS))
+    trace = [f"{kind} start@{now}"]
+    tokens: list[int] = []
+    try:
+        acts = clock.start(now)
+    except Exception as exc:                                   # noqa: BLE001
+        st.failures.append(f"{kind}: start raised {type(exc).__name__}: {exc}")
+        return
+    check_core_invariants(clock, acts, now, st, trace, False)
+    for _ in range(steps):
+        st.inputs += 1
+        x = rng.random()
+        after_timer = False
+        if 0.45 <= x < 0.55:
+            try:
+                acts = _coherent_master(rng, clock, now, ptp_offset, seeds, trace)
+            except Exception as exc:                           # noqa: BLE001
+                _core_exc(st, kind, exc, trace)
+                return
+            check_core_invariants(clock, acts, now, st, trace, False)
+            if not _stamp_sends(rng, clock, acts, now, ptp_offset, st, kind, trace, tokens):
+                return
+            now += rng.randrange(1, S_NS // 8)
+            continue
+        msg = core_message(rng, clock, now + ptp_offset, seeds) if x < 0.45 else None
+        if x < 0.45 and msg is None:
+            continue
+        try:
+            if x < 0.45:
+                pn = rng.randrange(1, len(clock.ports) + 1)
+                rx = None if rng.random() < 0.05 else now + ptp_offset + rng.randrange(-50_000, 50_000)
+                trace.append(f"rx p{pn} {type(msg).__name__} seq={msg.header.sequence_id} dom={msg.header.domain_number}")
+                acts = clock.handle_message(pn, msg, rx, now, src=rng.choice((None, "10.0.0.9")))
+            elif x < 0.85:
+                d = clock.next_deadline_ns()
+                now = max(now, d) if d is not None and rng.random() < 0.9 else now + rng.randrange(1, 3 * S_NS)
+                trace.append(f"timer@{now}")
+                acts = clock.handle_timer(now)
+                after_timer = True
+            elif x < 0.93 and tokens:
+                tok = rng.choice(tokens) if rng.random() < 0.9 else rng.randrange(1 << 20)
+                trace.append(f"txts {tok}")
+                acts = clock.handle_tx_timestamp(tok, now + ptp_offset + rng.randrange(0, 100_000), now)
+            elif x < 0.96:
+                pn = rng.randrange(1, len(clock.ports) + 1)
+                trace.append(f"fault p{pn}")
+                acts = clock.handle_fault(pn, "fuzz: link down", now)
+            elif x < 0.99:
+                pn = rng.randrange(1, len(clock.ports) + 1)
+                en = rng.random() < 0.6
+                trace.append(f"enable p{pn}={en}")
+                acts = clock.set_port_enabled(pn, en, now)
+            else:
+                which, v = rng.choice(("priority1", "priority2")), rng.randrange(256)
+                trace.append(f"set {which}={v}")
+                acts = clock.set_priority(which, v, now)
+        except Exception as exc:                               # noqa: BLE001
+            _core_exc(st, kind, exc, trace)
+            return
+        check_core_invariants(clock, acts, now, st, trace, after_timer)
+        if not _stamp_sends(rng, clock, acts, now, ptp_offset, st, kind, trace, tokens):
+            return
+        del trace[:-8]
+
+
+def _core_exc(st: CoreStats, kind: str, exc: BaseException, trace: list[str]) -> None:
+    import traceback
+
+    tb = traceback.extract_tb(exc.__traceback__)[-1]
+    if len(st.failures) < 50:
+        st.failures.append(f"{kind}: {type(exc).__name__}: {exc} at {tb.filename.split('/work/main/')[-1]}:{tb.lineno}"
+                           f"\n    last inputs: {' ; '.join(trace[-6:])}")
+
+
+def _stamp_sends(rng, clock, acts, now, ptp_offset, st, kind, trace, tokens) -> bool:
+    """As the runtime does: most sent event messages get their TX timestamp back at once (the rest
+    later, late, twice or never)."""
+    from controlplane.core.actions import SendMessage
+
+    pending = [a.tx_token for a in acts if isinstance(a, SendMessage) and a.tx_token is not None]
+    while pending:
+        tok = pending.pop(0)
+        if rng.random() < 0.2:
+            tokens.append(tok)
+            del tokens[:-64]
+            continue
+        trace.append(f"txts {tok}")
+        try:
+            more = clock.handle_tx_timestamp(tok, now + ptp_offset + rng.randrange(0, 20_000), now)
+        except Exception as exc:                               # noqa: BLE001
+            _core_exc(st, kind, exc, trace)
+            return False
+        st.inputs += 1
+        check_core_invariants(clock, more, now, st, trace, False)
+        pending += [a.tx_token for a in more if isinstance(a, SendMessage) and a.tx_token is not None]
+    return True
+
+
+def _coherent_master(rng: random.Random, clock, now: int, ptp_offset: int, seeds: dict, trace: list[str]) -> list:
+    """A well-behaved master's exchange (Announce, two-step Sync + Follow_Up, Delay_Resp / Pdelay_Resp
+    to our last request) so BMCA, servo and delay paths run under the random noise around it."""
+    import dataclasses as dc
+
+    from controlplane.codec import decode, encode
+    from controlplane.codec import messages as M
+    from controlplane.codec.types import ClockQuality, PortIdentity
+
+    by_type = {type(m).__name__: m for m in seeds.values()}
+    pn = 1 if rng.random() < 0.8 else rng.randrange(1, len(clock.ports) + 1)
+    port = clock.port(pn)
+    gm = PortIdentity(FOREIGN[0], 1)
+    dom = clock.default_ds.domain_number
+    ptp_now = now + ptp_offset
+    err = rng.choice((0, rng.randrange(-2000, 2000), rng.randrange(-S_NS, S_NS)))
+    delay = rng.randrange(0, 50_000)
+
+    def h(base, seq, **kw):
+        return dc.replace(base.header, domain_number=dom, source_port_identity=gm, sequence_id=seq & 0xFFFF,
+                          correction_scaled_ns=0, log_message_interval=-3, **kw)
+
+    seq = (now // (S_NS // 8)) & 0xFFFF
+    a = by_type["Announce"]
+    out = []
+    msgs = [dc.replace(a, header=h(a, seq), grandmaster_identity=gm.clock_identity, grandmaster_priority1=1,
+                       grandmaster_clock_quality=ClockQuality(6, 0x21, 0x4E5D), steps_removed=0)]
+    syn, fu = by_type["Sync"], by_type["FollowUp"]
+    t1 = ptp_now - delay - err
+    msgs.append(dc.replace(syn, header=h(syn, seq, two_step=True), origin_timestamp=_ts(0)))
+    msgs.append(dc.replace(fu, header=h(fu, seq), precise_origin_timestamp=_ts(t1)))
+    dr = by_type["DelayResp"]
+    msgs.append(dc.replace(dr, header=h(dr, port.seq["delay_req"] - 1), receive_timestamp=_ts(ptp_now + delay - err),
+                           requesting_port_identity=port.identity))
+    for m in msgs:
+        m = decode(encode(m))
+        trace.append(f"coherent p{pn} {type(m).__name__} seq={m.header.sequence_id}")
+        rx = ptp_now if isinstance(m, M.Sync) else None
+        out += clock.handle_message(pn, m, rx, now, src=None)
+    return out
+
+
+def fuzz_core(rng: random.Random, n_inputs: int, st: CoreStats | None = None, steps_per_clock: int = 400) -> CoreStats:
+    st = st or CoreStats()
+    target = st.inputs + n_inputs
+    while st.inputs < target:
+        fuzz_core_clock(rng, min(steps_per_clock, target - st.inputs), st)
+    return st
+
+
+# =================================================================================================
+# `make fuzz` (python -m bench.fuzz [--frames N] [--codec N] [--core N] [--seed S] [--only ...])
+# =================================================================================================
+def _progress(what: str, done: int, total: int, t0: float, extra: str = "") -> None:
+    import sys
+    import time
+
+    dt = max(1e-9, time.monotonic() - t0)
+    print(f"  {what}: {done:,}/{total:,} ({100 * done / max(1, total):.0f} %) {done / dt:,.0f}/s {extra}", flush=True)
+    sys.stdout.flush()
+
+
+def run_dataplane(n: int, seed: int, block: int = 50_000) -> tuple[int, list[str], dict]:
+    import os
+    import time
+
+    if os.geteuid() != 0:
+        return 0, ["dataplane fuzzing needs root (BPF_PROG_TEST_RUN): skipped"], {}
+    rng = random.Random(f"dp-{seed}")
+    t0 = time.monotonic()
+    done, loads, failures = 0, 0, []
+    verdicts: dict[str, int] = {}
+    scapy = 0
+    sweeps = set()
+    i = 0
+    while done < n:
+        cfg = DP_CONFIGS[i % len(DP_CONFIGS)]
+        i += 1
+        fz = DataplaneFuzzer(cfg)           # fresh BCC compile + kernel verifier each block
+        loads += 1
+        try:
+            if cfg.name not in sweeps:
+                sweeps.add(cfg.name)
+                for label, frame in truncation_sweep(rng):
+                    fz.check_flow([(label, frame)], "seed")
+            fuzz_block(fz, rng, min(block, max(1, n - done - fz.frames)), scapy_every=200)
+            fz.check_counters()
+        finally:
+            fz.close()
+        done += fz.frames
+        scapy += fz.scapy_checked
+        for k, v in fz.verdicts.items():
+            verdicts[k] = verdicts.get(k, 0) + v
+        failures += [f for f in fz.failures if f]
+        _progress("dataplane frames", done, n, t0, f"[{cfg.name}] failures {len(failures)}")
+    verdicts["program_loads"] = loads
+    verdicts["scapy_checked"] = scapy
+    verdicts["seconds"] = round(time.monotonic() - t0, 1)
+    return done, failures, verdicts
+
+
+def run_codec(n: int, seed: int) -> tuple[int, list[str], dict]:
+    import time
+
+    rng = random.Random(f"codec-{seed}")
+    st_ = CodecStats()
+    t0 = time.monotonic()
+    step = max(1, n // 10)
+    while st_.inputs < n:
+        fuzz_codec(rng, min(step, n - st_.inputs), st_)
+        _progress("codec inputs", st_.inputs, n, t0, f"decoded {st_.decoded:,} failures {len(st_.failures)}")
+    return st_.inputs, st_.failures, {"decoded": st_.decoded, "rejected_by_stage": st_.rejected,
+                                      "frames_parsed": st_.frames, "captures_parsed": st_.captures,
+                                      "seconds": round(time.monotonic() - t0, 1)}
+
+
+def run_core(n: int, seed: int) -> tuple[int, list[str], dict]:
+    import time
+
+    rng = random.Random(f"core-{seed}")
+    st_ = CoreStats()
+    t0 = time.monotonic()
+    step = max(1, n // 10)
+    while st_.inputs < n:
+        fuzz_core(rng, min(step, n - st_.inputs), st_)
+        _progress("core inputs", st_.inputs, n, t0, f"clocks {st_.clocks} failures {len(st_.failures)}")
+    return st_.inputs, st_.failures, {"clocks": st_.clocks, "actions": st_.actions, "sends": st_.sends,
+                                      "adjusts": st_.adjusts, "state_changes": st_.state_changes,
+                                      "states_seen": sorted(st_.states_seen), "seconds": round(time.monotonic() - t0, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(prog="python -m bench.fuzz", description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=1_000_000, help="dataplane frames (BPF_PROG_TEST_RUN)")
+    ap.add_argument("--codec", type=int, default=1_000_000, help="codec inputs")
+    ap.add_argument("--core", type=int, default=1_000_000, help="core inputs")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--only", choices=("dataplane", "codec", "core"), action="append")
+    ap.add_argument("--json", help="write the summary here as JSON")
+    a = ap.parse_args(argv)
+    parts = a.only or ["dataplane", "codec", "core"]
+    summary, bad = {}, 0
+    for part, n, fn in (("dataplane", a.frames, run_dataplane), ("codec", a.codec, run_codec), ("core", a.core, run_core)):
+        if part not in parts or n <= 0:
+            continue
+        print(f"{part}: {n:,} inputs, seed {a.seed}", flush=True)
+        done, failures, info = fn(n, a.seed)
+        skipped = done == 0 and failures and "skipped" in failures[0]
+        summary[part] = {"inputs": done, "failures": 0 if skipped else len(failures), **info}
+        if skipped:
+            print(f"  {failures[0]}")
+            continue
+        bad += len(failures)
+        for f in failures[:20]:
+            print("  FAIL " + f)
+    print("\nsummary (seed %d):" % a.seed)
+    for part, info in summary.items():
+        print(f"  {part:10s} {info['inputs']:>10,} inputs  {info['failures']} failures  "
+              + "  ".join(f"{k}={v}" for k, v in info.items() if k not in ("inputs", "failures")))
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump({"seed": a.seed, **summary}, fh, indent=2, default=str)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
