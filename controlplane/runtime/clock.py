@@ -22,10 +22,20 @@ class ClockError(OSError):
 
 
 class VirtualClock:
-    """PTP time as offset + frequency over CLOCK_REALTIME; adjusting it adjusts only itself."""
+    """PTP time as offset + frequency over CLOCK_REALTIME; adjusting it adjusts only itself.
 
-    def __init__(self, offset_ns: int = 0, freq_ppb: float = 0.0, max_frequency_ppb: float = 900_000_000) -> None:
-        self._math = VirtualClockMath(time.clock_gettime_ns(time.CLOCK_REALTIME), offset_ns, freq_ppb, max_frequency_ppb)
+    ``freq_ppb`` is the initial frequency *setting* (what ``adjust_frequency`` later replaces);
+    ``oscillator_error_ppb`` is a lab-made error of the "oscillator" itself: it stays under every
+    adjustment, as a real oscillator's error does, so a servo has to find and cancel it.
+    """
+
+    def __init__(self, offset_ns: int = 0, freq_ppb: float = 0.0, max_frequency_ppb: float = 900_000_000,
+                 oscillator_error_ppb: float = 0.0) -> None:
+        self._oscillator_error_ppb = float(oscillator_error_ppb)
+        self._setting_ppb = float(freq_ppb)
+        self._math = VirtualClockMath(time.clock_gettime_ns(time.CLOCK_REALTIME), offset_ns,
+                                      freq_ppb + oscillator_error_ppb, max_frequency_ppb + abs(oscillator_error_ppb))
+        self._max_ppb = float(max_frequency_ppb)
 
     @staticmethod
     def system_ns() -> int:
@@ -49,10 +59,12 @@ class VirtualClock:
 
     @property
     def frequency_ppb(self) -> float:
-        return self._math.frequency_ppb
+        """The frequency setting (the servo's last adjustment), without the oscillator's error."""
+        return self._setting_ppb
 
     def adjust_frequency(self, freq_ppb: float) -> None:
-        self._math.adjust_frequency(freq_ppb, self.system_ns())
+        self._setting_ppb = max(-self._max_ppb, min(self._max_ppb, float(freq_ppb)))
+        self._math.adjust_frequency(self._setting_ppb + self._oscillator_error_ppb, self.system_ns())
 
     def step(self, delta_ns: int) -> None:
         self._math.step(delta_ns)

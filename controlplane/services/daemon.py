@@ -7,8 +7,8 @@
       ─> E2E_TC/P2P_TC: the eBPF dataplane attached to every port, programmed by the node's
          ProgramDataplane actions.
 
-The node comes from ``controlplane.core.node.build_node(NodeSpec, rng)``; ``NodeSpec`` below is the
-runtime's side of that contract (everything the core needs that only the runtime can know).
+The node is the core's ``controlplane.core.clock.Clock`` wrapped by ``ClockNode`` (port 0 = the
+UDS management socket); ``NodeSpec`` is everything the core needs that only the runtime can know.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import random
 import signal
 from typing import Any, Callable
 
+from controlplane.core.actions import SendMessage
 from controlplane.core.config import ClockType, NetworkTransport, TimeStamping
 from controlplane.runtime.clock import ClockError, PhcClock, VirtualClock
 from controlplane.runtime.configfile import DaemonConfig, parse_config_text, read_config_file
@@ -49,7 +50,7 @@ class DaemonOptions:
     grpc_address: str | None = None
     # lab instrumentation: start the virtual clock with a deliberate error
     clock_offset_ns: int = 0
-    clock_freq_ppb: float = 0.0
+    clock_freq_ppb: float = 0.0  # the virtual oscillator's own error (stays under the servo's adjustments)
     seed: int | None = None
     # lab instrumentation: log the virtual clock's true error (vs CLOCK_REALTIME) every second
     lab_truth: bool = False
@@ -73,6 +74,7 @@ class NodeSpec:
     ports: tuple[PortSpec, ...]
     now_ns: int  # host monotonic at build time
     read_ptp_time_ns: Callable[[], int]  # the local clock (for management's CURRENT time only)
+    utc_timescale: bool = False  # the local clock keeps UTC (virtual clock over CLOCK_REALTIME)
 
 
 def interface_mac(ifname: str) -> bytes:
@@ -106,12 +108,98 @@ def make_transport(ifname: str, protocol: NetworkTransport, stamping: TimeStampi
     return UdpV4Transport(ifname, timestamping=mode, ttl=udp_ttl)
 
 
+@dataclasses.dataclass(frozen=True)
+class _LocalPort:
+    """Port 0 as the core's management module sees it (number and identity only)."""
+
+    number: int
+    identity: Any
+
+
+class ClockNode:
+    """The runtime's ``Node`` over the core's ``Clock`` (controlplane/core/clock.py).
+
+    The clock numbers its ports 1..N in ``-i`` order, as the runtime does. Port 0 is the local
+    management socket (ptp4l's UDS): only management messages are taken there, answered by the
+    core's management module and sent back to the asking socket.
+    """
+
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+
+    def start(self, now_ns: int) -> list[Any]:
+        return self.clock.start(now_ns)
+
+    def handle_message(self, port: int, message: Any, rx_ts_ns: int | None, now_ns: int, source: object) -> list[Any]:
+        if port == UDS_PORT:
+            from controlplane.codec.messages import Management
+
+            if not isinstance(message, Management):
+                return []
+            return self._uds_management(message, now_ns, source)
+        return self.clock.handle_message(port, message, rx_ts_ns, now_ns, source)
+
+    def _uds_management(self, message: Any, now_ns: int, source: object) -> list[Any]:
+        """pmc over the UNIX socket: answer on port 0, to the asking socket's address.
+
+        A port-scoped request addressed to port 0 (the socket itself) is answered for every port of
+        the clock, as if addressed to all ports. Requests are not forwarded to the network ports."""
+        from controlplane.codec.types import ALL_PORTS, PortIdentity
+        from controlplane.core import management
+
+        target = message.target_port_identity
+        if target.port_number == 0:
+            message = dataclasses.replace(message, target_port_identity=PortIdentity(target.clock_identity, ALL_PORTS))
+        local = _LocalPort(UDS_PORT, PortIdentity(self.clock.clock_identity, 0))
+        out = management.handle(self.clock, local, message, now_ns, source)
+        return [dataclasses.replace(a, dest=source) if isinstance(a, SendMessage) and a.port == UDS_PORT else a for a in out]
+
+    def handle_tx_timestamp(self, tx_token: int, tx_ts_ns: int, now_ns: int) -> list[Any]:
+        return self.clock.handle_tx_timestamp(tx_token, tx_ts_ns, now_ns)
+
+    def handle_timer(self, now_ns: int) -> list[Any]:
+        return self.clock.handle_timer(now_ns)
+
+    def handle_fault(self, port: int, reason: str, now_ns: int) -> list[Any]:
+        if port == UDS_PORT:
+            return []
+        return self.clock.handle_fault(port, reason, now_ns)
+
+    def next_deadline_ns(self) -> int | None:
+        return self.clock.next_deadline_ns()
+
+
+def build_clock_node(spec: NodeSpec, rng: random.Random) -> ClockNode:
+    """The core's Clock (OC, BC, E2E_TC or P2P_TC) for the opened ports, wrapped for the runtime."""
+    from controlplane.core.clock import Clock, CoreUsageError
+
+    cls = Clock
+    if spec.utc_timescale:
+        class UtcClock(Clock):  # type: ignore[misc, valid-type]
+            """A local clock over CLOCK_REALTIME keeps UTC, not TAI: as ptp4l does for such a clock
+            (``time_flags = utc_timescale ? 0 : PTP_TIMESCALE``), announce the ARB timescale, so a
+            linuxptp slave on CLOCK_REALTIME does not subtract currentUtcOffset from our times.
+            TODO(core): a Clock constructor option instead of this override."""
+
+            def _own_time_properties(self) -> Any:
+                tp = super()._own_time_properties()
+                tp.ptp_timescale = False
+                return tp
+
+        cls = UtcClock
+    try:
+        clock = cls(spec.config.clock, spec.clock_identity, [p.ifname for p in spec.ports], rng=rng)
+    except (CoreUsageError, ValueError) as exc:
+        raise DaemonError(str(exc)) from None
+    return ClockNode(clock)
+
+
 def _node_factory() -> Callable[[NodeSpec, random.Random], Node]:
     try:
-        from controlplane.core.node import build_node  # type: ignore[import-not-found]
+        import controlplane.core.clock  # noqa: F401
     except ImportError as exc:
-        raise DaemonError(f"the protocol core's node factory (controlplane.core.node.build_node) is not available: {exc}") from None
-    return build_node
+        raise DaemonError(f"the protocol core's clock (controlplane.core.clock) is not available: {exc}") from None
+    return build_clock_node
 
 
 class _DataplaneAdapter:
@@ -165,7 +253,7 @@ class Daemon:
             except ClockError as exc:
                 raise DaemonError(str(exc)) from None
         else:
-            self.clock = VirtualClock(offset_ns=opts.clock_offset_ns, freq_ppb=opts.clock_freq_ppb,
+            self.clock = VirtualClock(offset_ns=opts.clock_offset_ns, oscillator_error_ppb=opts.clock_freq_ppb,
                                       max_frequency_ppb=c.max_frequency)
         self.node_factory = node_factory or _node_factory()
         self.dataplane: Any = None
@@ -192,7 +280,8 @@ class Daemon:
         try:
             c = self.config.clock
             ident = clock_identity_for(self.config, ports[0].mac)
-            spec = NodeSpec(self.config, ident, ports, time.monotonic_ns(), self.clock.read_ns)
+            spec = NodeSpec(self.config, ident, ports, time.monotonic_ns(), self.clock.read_ns,
+                            utc_timescale=isinstance(self.clock, VirtualClock))
             node = self.node_factory(spec, random.Random(self.opts.seed))
             writer = None
             if c.clock_type in (ClockType.E2E_TC, ClockType.P2P_TC):
