@@ -295,7 +295,8 @@ def _check_alive(procs: dict[str, subprocess.Popen[Any]], tails: dict[str, _LogT
         rc = p.poll()
         if rc is not None:
             tail = tails[name].tail(6) if name in tails else ""
-            raise ChainError(f"{name} exited with code {rc}; last log lines:\n{tail}")
+            last = tail.strip().splitlines()[-1] if tail.strip() else "no output"
+            raise ChainError(f"{name} exited with code {rc}: {last}\nlast log lines:\n{tail}")
 
 
 def _start_ptp4l(lab: Any, node: str, role: str, ifaces: list[str], spec: ChainSpec, result: ChainResult,
