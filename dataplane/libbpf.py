@@ -68,6 +68,8 @@ def lib() -> ctypes.CDLL:
     so.bpf_map_update_elem.argtypes = [c_int, vp, vp, ctypes.c_uint64]
     so.bpf_map_delete_elem.argtypes = [c_int, vp]
     so.bpf_map_get_next_key.argtypes = [c_int, vp, vp]
+    so.bpf_map_update_batch.argtypes = [c_int, vp, vp, ctypes.POINTER(u32), vp]
+    so.bpf_map_lookup_batch.argtypes = [c_int, vp, vp, vp, vp, ctypes.POINTER(u32), vp]
     so.bpf_prog_test_run_opts.argtypes = [c_int, ctypes.POINTER(BpfTestRunOpts)]
     so.bpf_obj_get_info_by_fd.argtypes = [c_int, vp, ctypes.POINTER(u32)]
     so.libbpf_num_possible_cpus.argtypes = []
@@ -116,6 +118,27 @@ def map_delete(fd: int, key) -> bool:
             return False
         raise BpfError(err, f"delete from map fd {fd}")
     return True
+
+
+def map_update_batch(fd: int, keys, values) -> None:
+    """Write ``len(keys)`` entries in one syscall (ctypes arrays of the key and value types)."""
+    count = ctypes.c_uint32(len(keys))
+    _check(lib().bpf_map_update_batch(fd, ctypes.byref(keys), ctypes.byref(values), ctypes.byref(count), None),
+           f"batch update of map fd {fd}")
+
+
+def map_lookup_batch(fd: int, key_type: type, value_type: type, n: int) -> tuple:
+    """Read up to ``n`` entries of an array-like map in one syscall: (keys, values, count)."""
+    keys, values = (key_type * n)(), (value_type * n)()
+    count = ctypes.c_uint32(n)
+    out_batch = ctypes.c_uint32()
+    ret = lib().bpf_map_lookup_batch(fd, None, ctypes.byref(out_batch), ctypes.byref(keys), ctypes.byref(values),
+                                     ctypes.byref(count), None)
+    if ret < 0:
+        err = ctypes.get_errno() or -ret
+        if err != _errno.ENOENT:       # ENOENT: the last batch (count is still valid)
+            raise BpfError(err, f"batch lookup in map fd {fd}")
+    return keys, values, count.value
 
 
 def map_keys(fd: int, key_type: type) -> list:

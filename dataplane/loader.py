@@ -95,14 +95,16 @@ def bpf_source() -> str:
     return "".join(_inline_source(f, seen) for f in UNIT_FILES)
 
 
-def compile_module():  # -> bcc.BPF
-    """Compile the dataplane with BCC and load its programs; returns (bpf, {prog name: fd})."""
+def compile_module(defines: dict[str, int] | None = None):  # -> bcc.BPF
+    """Compile the dataplane with BCC and load its programs; returns (bpf, {prog name: fd}).
+    ``defines`` adds -D flags (bench/dataplane.py's PTP_BENCH_STAGE cut-offs; never in production)."""
     try:
         from bcc import BPF
     except Exception as exc:  # pragma: no cover - machine dependent
         raise DataplaneError(f"BCC does not import ({exc}); run `make setup`") from exc
     try:
-        bpf = BPF(text=bpf_source(), cflags=[f"-I{BPF_DIR}", "-w"])
+        extra = [f"-D{k}={int(v)}" for k, v in (defines or {}).items()]
+        bpf = BPF(text=bpf_source().encode(), cflags=[f"-I{BPF_DIR}", "-w", *extra])
     except Exception as exc:
         raise DataplaneError(f"BCC could not compile dataplane/bpf: {exc}") from exc
     check_against_bcc(bpf)
@@ -254,7 +256,10 @@ class Dataplane:
                 idx = _ifindex(ipr, name)
                 self.ports[name] = PortState(name, idx, slot)
             for st in self.ports.values():
-                self.maps.set_port(PortConfig(ifindex=st.ifindex, slot=st.slot, mode=mode))
+                try:
+                    self.maps.set_port(PortConfig(ifindex=st.ifindex, slot=st.slot, mode=mode))
+                except ValueError as exc:
+                    raise DataplaneError(f"{st.ifname}: {exc}") from exc
             try:
                 for st in self.ports.values():
                     self._attach_port(ipr, st)

@@ -15,12 +15,17 @@ from dataclasses import dataclass
 from dataplane import libbpf
 
 MAX_PORTS = 64
+MAX_IFINDEX = 8192            # port_cfg is an array indexed by ifindex
+STAMP_SLOTS = 4096            # ingress stamp ring
+TWOSTEP_SLOTS = 4096          # two-step ring
 NSLOTS = 17
 SLOT_MALFORMED = 16
 RATE_ONE_Q32 = 1 << 32
 SCALED_NS = 1 << 16   # correctionField unit: ns * 2^16
 
 PORT_ENABLED = 0x1
+PORT_PRESENT = 0x2
+STAMP_VALID = 0x1
 G_DOMAIN_FILTER = 0x1
 G_TWO_STEP_TC = 0x2
 TS_RESIDENCE = 0x1
@@ -100,8 +105,21 @@ class PtpKey(ctypes.Structure):
         return k
 
 
-class PtpIngressVal(ctypes.Structure):
-    _fields_ = [("t_ns", ctypes.c_uint64), ("ifindex", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
+    @property
+    def sequence_id(self) -> int:
+        return int.from_bytes(self.seq.to_bytes(2, "little"), "big")
+
+    def same(self, other: "PtpKey") -> bool:
+        return bytes(self) == bytes(other)
+
+
+class PtpStamp(ctypes.Structure):
+    """One slot of the ingress stamp ring (struct ptp_stamp)."""
+
+    _fields_ = [("key", PtpKey), ("t_ns", ctypes.c_uint64), ("ifindex", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
+
+
+PtpIngressVal = PtpStamp        # the old name: what an ingress lookup returns (t_ns, ifindex)
 
 
 class PtpTwostepKey(ctypes.Structure):
@@ -109,8 +127,32 @@ class PtpTwostepKey(ctypes.Structure):
 
 
 class PtpTwostepVal(ctypes.Structure):
-    _fields_ = [("corr_scaled", ctypes.c_int64), ("t_ns", ctypes.c_uint64), ("flags", ctypes.c_uint32),
-                ("pad", ctypes.c_uint32)]
+    """One slot of the two-step ring (struct ptp_twostep_val)."""
+
+    _fields_ = [("tk", PtpTwostepKey), ("corr_scaled", ctypes.c_int64), ("t_ns", ctypes.c_uint64),
+                ("flags", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
+
+
+_M32 = 0xFFFFFFFF
+
+
+def _key_mix(key: PtpKey) -> int:
+    """ptp_key_mix() in ptp_common.h (little-endian words of the key, as the BPF target loads them)."""
+    raw = bytes(key)
+    w1, w2, w3 = (int.from_bytes(raw[i:i + 4], "little") for i in (4, 8, 12))
+    h = w1 ^ ((w2 * 0x9E3779B1) & _M32) ^ ((w3 * 0x85EBCA6B) & _M32) ^ (key.domain << 8) ^ key.msg_type
+    h = (h * 0xC2B2AE35) & _M32
+    return h ^ (h >> 16)
+
+
+def stamp_slot(key: PtpKey) -> int:
+    """Index of a message's slot in the ingress stamp ring (ptp_stamp_slot)."""
+    return (_key_mix(key) + key.sequence_id) & (STAMP_SLOTS - 1)
+
+
+def twostep_slot(key: PtpKey, ifindex: int) -> int:
+    """Index of {message, port} in the two-step ring (ptp_twostep_slot)."""
+    return (_key_mix(key) + ifindex * 0x61C88647 + key.sequence_id) & _M32 & (TWOSTEP_SLOTS - 1)
 
 
 class PtpPortCfg(ctypes.Structure):
@@ -130,14 +172,14 @@ class PtpCounters(ctypes.Structure):
 
 # map name -> (key type, value type); value type is per CPU for PERCPU maps
 MAP_TYPES: dict[str, tuple[type, type]] = {
-    "ptp_ingress": (PtpKey, PtpIngressVal),
-    "ptp_twostep": (PtpTwostepKey, PtpTwostepVal),
+    "ptp_ingress": (ctypes.c_uint32, PtpStamp),
+    "ptp_twostep": (ctypes.c_uint32, PtpTwostepVal),
     "port_cfg": (ctypes.c_uint32, PtpPortCfg),
     "global_cfg": (ctypes.c_uint32, PtpGlobalCfg),
     "counters": (ctypes.c_uint32, PtpCounters),
 }
 PERCPU_MAPS = {"counters"}
-EXPECTED_SIZES = {PtpKey: 16, PtpIngressVal: 16, PtpTwostepKey: 24, PtpTwostepVal: 24, PtpPortCfg: 40,
+EXPECTED_SIZES = {PtpKey: 16, PtpStamp: 32, PtpTwostepKey: 24, PtpTwostepVal: 48, PtpPortCfg: 40,
                   PtpGlobalCfg: 24, PtpCounters: 8 * 16}
 
 
@@ -177,6 +219,8 @@ class PortConfig:
     rate_ratio: float = 1.0
 
     def validate(self) -> None:
+        if not 0 < self.ifindex < MAX_IFINDEX:
+            raise ValueError(f"ifindex {self.ifindex} outside 1..{MAX_IFINDEX - 1} (the dataplane's port table)")
         if not 0 <= self.slot < MAX_PORTS:
             raise ValueError(f"port slot {self.slot} outside 0..{MAX_PORTS - 1}")
         lo, hi = RATE_RATIO_RANGE
@@ -189,7 +233,7 @@ class PortConfig:
     def to_c(self) -> PtpPortCfg:
         self.validate()
         c = PtpPortCfg()
-        c.flags = PORT_ENABLED if self.enabled else 0
+        c.flags = PORT_PRESENT | (PORT_ENABLED if self.enabled else 0)
         c.mode = int(self.mode)
         c.slot = self.slot
         c.mean_link_delay_scaled = round(self.mean_link_delay_ns * SCALED_NS)
@@ -258,15 +302,19 @@ class DataplaneMaps:
 
     def get_port(self, ifindex: int) -> PortConfig | None:
         c = PtpPortCfg()
-        if not libbpf.map_lookup(self.fds["port_cfg"], ctypes.c_uint32(ifindex), c):
+        if not 0 < ifindex < MAX_IFINDEX:
+            return None
+        if not libbpf.map_lookup(self.fds["port_cfg"], ctypes.c_uint32(ifindex), c) or not c.flags & PORT_PRESENT:
             return None
         return PortConfig.from_c(ifindex, c)
 
     def ports(self) -> dict[int, PortConfig]:
-        return {int(k.value): self.get_port(int(k.value)) for k in libbpf.map_keys(self.fds["port_cfg"], ctypes.c_uint32)}  # type: ignore[misc]
+        keys, vals, n = libbpf.map_lookup_batch(self.fds["port_cfg"], ctypes.c_uint32, PtpPortCfg, MAX_IFINDEX)
+        return {int(keys[i]): PortConfig.from_c(int(keys[i]), vals[i]) for i in range(n) if vals[i].flags & PORT_PRESENT}
 
     def remove_port(self, ifindex: int) -> None:
-        libbpf.map_delete(self.fds["port_cfg"], ctypes.c_uint32(ifindex))
+        if 0 < ifindex < MAX_IFINDEX:
+            libbpf.map_update(self.fds["port_cfg"], ctypes.c_uint32(ifindex), PtpPortCfg())
 
     def set_global(self, cfg: GlobalConfig) -> None:
         libbpf.map_update(self.fds["global_cfg"], ctypes.c_uint32(0), cfg.to_c())
@@ -277,24 +325,41 @@ class DataplaneMaps:
         return GlobalConfig.from_c(c)
 
     # --- state (tests, diagnostics) --------------------------------------------------------
+    # The rings are arrays: "absent" is a slot holding another message (or nothing valid).
     def seed_ingress(self, key: PtpKey, t_ns: int, ifindex: int) -> None:
-        v = PtpIngressVal(t_ns=t_ns, ifindex=ifindex)
-        libbpf.map_update(self.fds["ptp_ingress"], key, v)
+        """Write an ingress stamp as the ingress program would have (tests, diagnostics)."""
+        v = PtpStamp(key=key, t_ns=t_ns, ifindex=ifindex, flags=STAMP_VALID)
+        libbpf.map_update(self.fds["ptp_ingress"], ctypes.c_uint32(stamp_slot(key)), v)
 
-    def ingress(self, key: PtpKey) -> PtpIngressVal | None:
-        v = PtpIngressVal()
-        return v if libbpf.map_lookup(self.fds["ptp_ingress"], key, v) else None
+    def ingress(self, key: PtpKey) -> PtpStamp | None:
+        """The ingress stamp of this message, if its ring slot still holds it."""
+        v = PtpStamp()
+        libbpf.map_lookup(self.fds["ptp_ingress"], ctypes.c_uint32(stamp_slot(key)), v)
+        return v if v.flags & STAMP_VALID and v.key.same(key) else None
+
+    def forget_ingress(self, key: PtpKey) -> bool:
+        """Clear this message's ingress stamp (True if it was there)."""
+        had = self.ingress(key) is not None
+        if had:
+            libbpf.map_update(self.fds["ptp_ingress"], ctypes.c_uint32(stamp_slot(key)), PtpStamp())
+        return had
 
     def twostep(self, key: PtpKey, ifindex: int) -> PtpTwostepVal | None:
+        """The pending two-step entry (residence or marker) for {event message, port}, if any."""
         v = PtpTwostepVal()
-        tk = PtpTwostepKey(k=key, ifindex=ifindex)
-        return v if libbpf.map_lookup(self.fds["ptp_twostep"], tk, v) else None
+        libbpf.map_lookup(self.fds["ptp_twostep"], ctypes.c_uint32(twostep_slot(key, ifindex)), v)
+        return v if v.flags and v.tk.ifindex == ifindex and v.tk.k.same(key) else None
+
+    def forget_twostep(self, key: PtpKey, ifindex: int) -> bool:
+        had = self.twostep(key, ifindex) is not None
+        if had:
+            libbpf.map_update(self.fds["ptp_twostep"], ctypes.c_uint32(twostep_slot(key, ifindex)), PtpTwostepVal())
+        return had
 
     def clear_state(self) -> None:
-        for name in ("ptp_ingress", "ptp_twostep"):
-            ktype = MAP_TYPES[name][0]
-            for k in libbpf.map_keys(self.fds[name], ktype):
-                libbpf.map_delete(self.fds[name], k)
+        for name, n in (("ptp_ingress", STAMP_SLOTS), ("ptp_twostep", TWOSTEP_SLOTS)):
+            keys = (ctypes.c_uint32 * n)(*range(n))
+            libbpf.map_update_batch(self.fds[name], keys, (MAP_TYPES[name][1] * n)())
 
     # --- counters --------------------------------------------------------------------------
     def slot_counters(self, slot: int) -> dict[str, dict[str, int]]:
@@ -310,6 +375,6 @@ class DataplaneMaps:
         return out
 
     def reset_counters(self) -> None:
-        zero = (PtpCounters * self._ncpu)()
-        for i in range(MAX_PORTS * NSLOTS):
-            libbpf.map_update(self.fds["counters"], ctypes.c_uint32(i), zero)
+        n = MAX_PORTS * NSLOTS
+        keys = (ctypes.c_uint32 * n)(*range(n))
+        libbpf.map_update_batch(self.fds["counters"], keys, (PtpCounters * (n * self._ncpu))())

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* Helpers shared by the ingress and egress programs: counters, configuration, ingress stamping. */
+/* Helpers shared by the ingress and egress programs: counters, configuration, rings, ingress stamping. */
 #ifndef PTP_COMMON_H
 #define PTP_COMMON_H
 
@@ -7,6 +7,17 @@
 #include "ptp_parse.h"
 
 #define PTP_RATE_ONE (1ULL << 32)
+
+/*
+ * Profiling cut-offs for bench/dataplane.py only (compiled with -DPTP_BENCH_STAGE=n; never in a
+ * normal build): the program returns right after stage n so the bench can attribute the cost.
+ *   1 parse   2 + port/global config and counters   3 + clock and ring lookup   (4 = full program)
+ */
+#ifdef PTP_BENCH_STAGE
+#define PTP_STAGE(n, ret) do { if (PTP_BENCH_STAGE == (n)) return (ret); } while (0)
+#else
+#define PTP_STAGE(n, ret) do { } while (0)
+#endif
 
 static __always_inline struct ptp_counters *ptp_ctr(__u32 slot, __u32 type)
 {
@@ -22,8 +33,11 @@ static __always_inline struct ptp_counters *ptp_ctr(__u32 slot, __u32 type)
 
 static __always_inline struct ptp_port_cfg *ptp_port(__u32 ifindex)
 {
-	struct ptp_port_cfg *cfg = port_cfg.lookup(&ifindex);
+	struct ptp_port_cfg *cfg;
 
+	if (ifindex >= PTP_MAX_IFINDEX)
+		return NULL;
+	cfg = port_cfg.lookup(&ifindex);
 	if (!cfg || !(cfg->flags & PTP_PORT_ENABLED))
 		return NULL;
 	return cfg;
@@ -36,39 +50,82 @@ static __always_inline struct ptp_global_cfg *ptp_global(void)
 	return global_cfg.lookup(&zero);
 }
 
-/* The common ingress action: validate, count, and stamp event messages. Never modifies the packet. */
-static __always_inline void ptp_ingress_stamp(void *data, void *data_end, __u32 ifindex)
+/*
+ * Ring slots. A message's identity (sourcePortIdentity, domain, type) picks an offset and its
+ * sequenceId walks from there, so the consecutive messages of one source never share a slot within
+ * PTP_STAMP_SLOTS sequence numbers. dataplane/maps.py (stamp_slot, twostep_slot) computes the same
+ * numbers for tests and diagnostics (little-endian host, like the BPF target here).
+ */
+static __always_inline __u32 ptp_key_mix(const struct ptp_key *k)
+{
+	const __u32 *w = (const void *)k;       /* w[1], w[2]: port_id[0..8]; w[3]: port_id[8..10] + pad */
+	__u32 h;
+
+	h = w[1] ^ (w[2] * 0x9E3779B1u) ^ (w[3] * 0x85EBCA6Bu) ^ ((__u32)k->domain << 8) ^ k->msg_type;
+	h *= 0xC2B2AE35u;
+	return h ^ (h >> 16);
+}
+
+static __always_inline __u32 ptp_stamp_slot(const struct ptp_key *k)
+{
+	return (ptp_key_mix(k) + bpf_ntohs(k->seq)) & (PTP_STAMP_SLOTS - 1);
+}
+
+static __always_inline __u32 ptp_twostep_slot(const struct ptp_key *k, __u32 ifindex)
+{
+	return (ptp_key_mix(k) + ifindex * 0x61C88647u + bpf_ntohs(k->seq)) & (PTP_TWOSTEP_SLOTS - 1);
+}
+
+static __always_inline int ptp_key_eq(const struct ptp_key *a, const struct ptp_key *b)
+{
+	const __u64 *x = (const void *)a, *y = (const void *)b;
+
+	return x[0] == y[0] && x[1] == y[1];
+}
+
+/* The common ingress action: validate, count, and stamp event messages. Never modifies the packet.
+ * Returns the parse result (only the bench's stage cut-offs use it). */
+static __always_inline int ptp_ingress_stamp(void *data, void *data_end, __u32 ifindex)
 {
 	struct ptp_pkt p;
 	struct ptp_port_cfg *cfg;
 	struct ptp_global_cfg *g;
 	struct ptp_counters *pc;
-	struct ptp_ingress_val val = {};
+	struct ptp_stamp *s;
+	__u32 slot;
 	int r;
 
 	__builtin_memset(&p, 0, sizeof(p));
 	r = ptp_parse(data, data_end, &p);
+	PTP_STAGE(1, r);
 	if (r != PTP_OK && r != PTP_BAD)
-		return;
+		return r;
 	cfg = ptp_port(ifindex);
 	if (!cfg)
-		return;
+		return r;
 	pc = ptp_ctr(cfg->slot, p.msg_type);
 	if (r == PTP_BAD) {
 		PTP_COUNT(pc, PTP_C_MALFORMED);
-		return;
+		return r;
 	}
 	PTP_COUNT(pc, PTP_C_RX);
 	g = ptp_global();
 	if (g && (g->flags & PTP_G_DOMAIN_FILTER) && p.key.domain != g->domain) {
 		PTP_COUNT(pc, PTP_C_FILTERED);
-		return;
+		return r;
 	}
 	if (!ptp_is_event(p.msg_type))
-		return;
-	val.t_ns = bpf_ktime_get_ns();
-	val.ifindex = ifindex;
-	ptp_ingress.update(&p.key, &val);
+		return r;
+	PTP_STAGE(2, r);
+	slot = ptp_stamp_slot(&p.key);
+	s = ptp_ingress.lookup(&slot);
+	if (!s)
+		return r;
+	s->t_ns = bpf_ktime_get_ns();
+	s->ifindex = ifindex;
+	s->flags = PTP_STAMP_VALID;
+	__builtin_memcpy(&s->key, &p.key, sizeof(s->key));
+	return r;
 }
 
 #endif /* PTP_COMMON_H */

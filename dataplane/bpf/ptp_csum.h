@@ -1,16 +1,28 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Rewrite the 8-byte correctionField of a packet at tc and keep the UDP checksum valid.
- *   UDPv4  incremental update; a zero checksum (none) stays zero (BPF_F_MARK_MANGLED_0)
- *   UDPv6  incremental update; a result of zero is written as 0xffff (BPF_F_MARK_MANGLED_0)
- *   UDPv6 with the IEEE 1588 Annex E checksum-compensation trailer (2 bytes right after the PTP
- *          message inside the UDP payload, even messageLength): the trailer absorbs the change and
- *          the UDP checksum is left as it is
- *   CHECKSUM_PARTIAL skbs: bpf_l4_csum_replace (pseudohdr=0) leaves the field to the stack, which
- *          computes the final checksum over the rewritten bytes
+ * Add to the 8-byte correctionField of a packet at tc and keep the UDP checksum valid.
+ * The correctionField is rewritten with a direct packet store (the verifier's tc prologue
+ * un-clones a cloned skb first, so a flooded copy never writes into data another copy shares).
+ *   L2     nothing else to do
+ *   UDPv4  checksum 0 (none) stays 0, no helper call; else incremental update (below)
+ *   UDPv6  with the IEEE 1588 Annex E checksum-compensation trailer (2 bytes right after the PTP
+ *          message inside the UDP payload, even messageLength): the trailer absorbs the change, the
+ *          UDP checksum and the packet's one's-complement sum stay as they are
+ *   UDPv4/UDPv6 incremental update through bpf_l4_csum_replace(diff): the one helper on this path,
+ *          because only the kernel knows skb->ip_summed — a CHECKSUM_PARTIAL skb (a local stack's
+ *          packet, e.g. forwarded from a veth) holds the pseudo-header seed in the field and must be
+ *          left to the stack; anything else gets the RFC 1624 update; a result of 0 is sent as 0xffff.
+ * Field and checksum change by opposite one's-complement amounts, so a CHECKSUM_COMPLETE skb->csum
+ * stays valid too.
  */
 #ifndef PTP_CSUM_H
 #define PTP_CSUM_H
+
+/* one's-complement sum of the four 16-bit words of v, in memory order (byte-order independent) */
+static __always_inline __u32 ptp_csum64(__u64 v)
+{
+	return (__u32)(v & 0xffff) + (__u32)((v >> 16) & 0xffff) + (__u32)((v >> 32) & 0xffff) + (__u32)(v >> 48);
+}
 
 static __always_inline __u16 ptp_csum_fold(__u32 c)
 {
@@ -19,47 +31,53 @@ static __always_inline __u16 ptp_csum_fold(__u32 c)
 	return (__u16)c;
 }
 
-/* 0 = done, 1 = done via trailer, <0 = helper error (packet possibly unchanged) */
+/* 0 = done, 1 = done via trailer, <0 = not done (packet unchanged) or checksum helper error */
 static __always_inline int ptp_add_correction(struct __sk_buff *skb, struct ptp_pkt *p, __s64 add_scaled)
 {
-	__u32 coff = p->ptp_off + PTP_OFF_CORRECTION;
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u32 off = p->ptp_off & 0xff;
+	__u64 *field = data + off + PTP_OFF_CORRECTION;
 	__u64 old_be, new_be;
-	__s64 v;
 
-	if (bpf_skb_load_bytes(skb, coff, &old_be, 8) < 0)
+	if ((void *)(field + 1) > data_end)
 		return -1;
-	v = (__s64)bpf_be64_to_cpu(old_be);
-	v = (__s64)((__u64)v + (__u64)add_scaled);      /* two's complement wrap, no UB */
-	new_be = bpf_cpu_to_be64((__u64)v);
-	if (bpf_skb_store_bytes(skb, coff, &new_be, 8, BPF_F_RECOMPUTE_CSUM) < 0)
-		return -1;
-	if (p->transport == PTP_TR_L2)
-		return 0;
-
+	old_be = *field;
+	new_be = bpf_cpu_to_be64(bpf_be64_to_cpu(old_be) + (__u64)add_scaled);   /* two's complement wrap */
 	if (p->transport == PTP_TR_UDP6 && !(p->msg_len & 1) &&
 	    p->payload_len >= (__u32)p->msg_len + 2) {
-		__u32 toff = p->ptp_off + p->msg_len;
-		__u16 trailer;
-		__s64 c;
+		__u32 toff = off + p->msg_len;
+		__u16 *trailer;
+		__u16 t;
 
-		if (bpf_skb_load_bytes(skb, toff, &trailer, 2) < 0)
+		if (toff > 0x3ff)               /* bounded for the verifier; frames here are < 1 KiB of PTP */
 			return -1;
-		/* trailer' = trailer + old - new (one's complement), so the sum is unchanged */
-		c = bpf_csum_diff((__be32 *)&new_be, 8, (__be32 *)&old_be, 8, trailer);
-		if (c < 0)
+		trailer = data + toff;
+		if ((void *)(trailer + 1) > data_end)
 			return -1;
-		trailer = ptp_csum_fold((__u32)c);
-		if (bpf_skb_store_bytes(skb, toff, &trailer, 2, BPF_F_RECOMPUTE_CSUM) < 0)
-			return -1;
+		t = *trailer;
+		/* trailer' = trailer + old - new (one's complement): the UDP sum is unchanged */
+		t = ptp_csum_fold((__u32)t + ptp_csum64(old_be) + ptp_csum64(~new_be));
+		*trailer = t;
+		*field = new_be;
 		return 1;
 	}
+	if (p->transport == PTP_TR_L2) {
+		*field = new_be;
+		return 0;
+	}
 	{
-		__s64 diff = bpf_csum_diff((__be32 *)&old_be, 8, (__be32 *)&new_be, 8, 0);
-		if (diff < 0)
+		__u32 coff = (p->l4_off & 0xff) + offsetof(struct udphdr, check);
+		__u16 *check = data + coff;
+
+		if ((void *)(check + 1) > data_end)
 			return -1;
-		if (bpf_l4_csum_replace(skb, p->l4_off + offsetof(struct udphdr, check), 0, diff,
+		*field = new_be;
+		if (p->transport == PTP_TR_UDP4 && *check == 0)
+			return 0;               /* IPv4 without a checksum: keep it that way */
+		if (bpf_l4_csum_replace(skb, coff, 0, ptp_csum64(~old_be) + ptp_csum64(new_be),
 					BPF_F_MARK_MANGLED_0) < 0)
-			return -1;
+			return -2;
 	}
 	return 0;
 }

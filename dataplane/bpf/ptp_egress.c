@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * EGRESS hook: tc clsact egress on each switch port. Runs after the bridge's forwarding decision,
- * once per egress copy (a flooded frame is one skb per port; bpf_skb_store_bytes un-clones shared
- * data first, so each copy carries its own residence, never an accumulated one).
+ * once per egress copy (a flooded frame is one skb per port; the verifier's tc prologue un-clones a
+ * cloned skb before this program's direct packet writes, so each copy carries its own residence,
+ * never an accumulated one).
  *
  * Per PTP message (port enabled, domain accepted, forwarded i.e. skb->ingress_ifindex != 0):
  *   event (Sync, Delay_Req, Pdelay_Req, Pdelay_Resp): residence = now - ingress stamp, x rate ratio,
@@ -48,12 +49,12 @@ int tc_egress(struct __sk_buff *skb)
 	struct ptp_port_cfg *ecfg, *icfg;
 	struct ptp_global_cfg *g;
 	struct ptp_counters *pc;
-	struct ptp_ingress_val *ing;
+	struct ptp_stamp *ing;
 	struct ptp_twostep_key tk = {};
-	struct ptp_twostep_val *tv, nv = {};
+	struct ptp_twostep_val *tv;
 	struct ptp_pkt p;
 	__u64 now, stale, age, rr;
-	__u32 ifindex, iif;
+	__u32 ifindex, iif, slot;
 	__s64 corr;
 	int r;
 
@@ -70,6 +71,7 @@ int tc_egress(struct __sk_buff *skb)
 		__builtin_memset(&p, 0, sizeof(p));
 		r = ptp_parse(data, data_end, &p);
 	}
+	PTP_STAGE(1, r == PTP_OK ? TC_ACT_OK : TC_ACT_UNSPEC);
 	if (r != PTP_OK && r != PTP_BAD)
 		return TC_ACT_OK;
 	ifindex = skb->ifindex;
@@ -104,12 +106,14 @@ int tc_egress(struct __sk_buff *skb)
 		PTP_COUNT(pc, PTP_C_DROPPED);
 		return TC_ACT_SHOT;
 	}
+	PTP_STAGE(2, TC_ACT_OK);
 	now = bpf_ktime_get_ns();
 	stale = g->stale_age_ns;
 
 	if (ptp_is_event(p.msg_type)) {
-		ing = ptp_ingress.lookup(&p.key);
-		if (!ing) {
+		slot = ptp_stamp_slot(&p.key);
+		ing = ptp_ingress.lookup(&slot);
+		if (!ing || !(ing->flags & PTP_STAMP_VALID) || !ptp_key_eq(&ing->key, &p.key)) {
 			PTP_COUNT(pc, PTP_C_NO_INGRESS);
 			return TC_ACT_OK;
 		}
@@ -118,7 +122,8 @@ int tc_egress(struct __sk_buff *skb)
 			PTP_COUNT(pc, PTP_C_STALE);
 			return TC_ACT_OK;
 		}
-		icfg = port_cfg.lookup(&ing->ifindex);
+		PTP_STAGE(3, TC_ACT_OK);
+		icfg = ptp_port(ing->ifindex);
 		rr = icfg && icfg->rate_ratio_q32 ? icfg->rate_ratio_q32 : PTP_RATE_ONE;
 		corr = (__s64)((age * rr) >> 16);
 		if (p.msg_type == PTP_SYNC && icfg && icfg->mode == PTP_MODE_P2P)
@@ -134,18 +139,22 @@ int tc_egress(struct __sk_buff *skb)
 			ptp_correct(skb, &p, corr, pc);
 			return TC_ACT_OK;
 		}
-		tv = ptp_twostep.lookup(&tk);
-		if (tv && (tv->flags & PTP_TS_GENERAL_PASSED) && now - tv->t_ns <= stale) {
+		slot = ptp_twostep_slot(&tk.k, tk.ifindex);
+		tv = ptp_twostep.lookup(&slot);
+		if (!tv)
+			return TC_ACT_OK;
+		if ((tv->flags & PTP_TS_GENERAL_PASSED) && tv->tk.ifindex == tk.ifindex &&
+		    ptp_key_eq(&tv->tk.k, &tk.k) && now - tv->t_ns <= stale) {
 			/* its general message already left uncorrected: the slave sums both fields */
-			ptp_twostep.delete(&tk);
+			tv->flags = 0;
 			PTP_COUNT(pc, PTP_C_TS_LATE);
 			ptp_correct(skb, &p, corr, pc);
 			return TC_ACT_OK;
 		}
-		nv.corr_scaled = corr;
-		nv.t_ns = now;
-		nv.flags = PTP_TS_RESIDENCE;
-		ptp_twostep.update(&tk, &nv);
+		tv->corr_scaled = corr;
+		tv->t_ns = now;
+		tv->flags = PTP_TS_RESIDENCE;
+		__builtin_memcpy(&tv->tk, &tk, sizeof(tk));
 		PTP_COUNT(pc, PTP_C_TS_STORED);
 		return TC_ACT_OK;
 	}
@@ -162,17 +171,22 @@ int tc_egress(struct __sk_buff *skb)
 	else
 		__builtin_memcpy(tk.k.port_id, p.key.port_id, 10);
 	tk.ifindex = ifindex;
-	tv = ptp_twostep.lookup(&tk);
-	if (tv && (tv->flags & PTP_TS_RESIDENCE) && now - tv->t_ns <= stale) {
+	slot = ptp_twostep_slot(&tk.k, ifindex);
+	tv = ptp_twostep.lookup(&slot);
+	if (!tv)
+		return TC_ACT_OK;
+	if ((tv->flags & PTP_TS_RESIDENCE) && tv->tk.ifindex == ifindex && ptp_key_eq(&tv->tk.k, &tk.k) &&
+	    now - tv->t_ns <= stale) {
 		corr = tv->corr_scaled;
-		ptp_twostep.delete(&tk);
+		tv->flags = 0;                          /* consumed: a second copy finds nothing */
 		PTP_COUNT(pc, PTP_C_TS_MATCHED);
 		ptp_correct(skb, &p, corr, pc);
 		return TC_ACT_OK;
 	}
 	PTP_COUNT(pc, PTP_C_TS_MISSED);
-	nv.t_ns = now;
-	nv.flags = PTP_TS_GENERAL_PASSED;
-	ptp_twostep.update(&tk, &nv);
+	tv->corr_scaled = 0;
+	tv->t_ns = now;
+	tv->flags = PTP_TS_GENERAL_PASSED;
+	__builtin_memcpy(&tv->tk, &tk, sizeof(tk));
 	return TC_ACT_OK;
 }

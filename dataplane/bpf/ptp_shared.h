@@ -10,11 +10,15 @@
 #define PTP_MAX_PORTS       64      /* port slots (counters are indexed slot * PTP_NSLOTS + type) */
 #define PTP_NSLOTS          17      /* 16 messageType values + 1 for unparseable/unknown */
 #define PTP_SLOT_MALFORMED  16
-#define PTP_INGRESS_ENTRIES 8192    /* LRU ingress stamps */
-#define PTP_TWOSTEP_ENTRIES 8192    /* LRU two-step residences / markers */
+#define PTP_MAX_IFINDEX     8192    /* port_cfg is an array indexed by ifindex (one load, no hashing) */
+#define PTP_STAMP_SLOTS     4096    /* ingress stamp ring (power of two): slot = hash(message) */
+#define PTP_TWOSTEP_SLOTS   4096    /* two-step ring (power of two): slot = hash(message, port) */
 
 /* port_cfg.flags */
 #define PTP_PORT_ENABLED    0x1
+#define PTP_PORT_PRESENT    0x2     /* the entry was written by user space (array entries always exist) */
+/* stamp.flags */
+#define PTP_STAMP_VALID     0x1
 /* port_cfg.mode */
 #define PTP_MODE_E2E        0
 #define PTP_MODE_P2P        1
@@ -24,6 +28,7 @@
 /* twostep_val.flags */
 #define PTP_TS_RESIDENCE    0x1     /* corr_scaled holds an event's residence, waiting for its general message */
 #define PTP_TS_GENERAL_PASSED 0x2   /* the general message left first, uncorrected: fix the late event in place */
+/* twostep_val.flags == 0: free or consumed */
 
 /* counter indices (struct ptp_counters.v[]) */
 enum ptp_counter {
@@ -46,22 +51,25 @@ enum ptp_counter {
 	PTP_NCOUNTERS
 };
 
-/* Identity of one PTP message instance: the key of the ingress stamp map. */
+/* Identity of one PTP message instance (compared as two 64-bit words: pad must be zero). */
 struct ptp_key {
 	__u8  domain;           /* domainNumber */
 	__u8  msg_type;         /* messageType of the EVENT message (Follow_Up looks up SYNC, ...) */
 	__u16 seq;              /* sequenceId, network byte order as on the wire */
 	__u8  port_id[10];      /* sourcePortIdentity (requestingPortIdentity for Delay_Resp lookups) */
 	__u16 pad;
-};
+} __attribute__((aligned(8)));
 _Static_assert(sizeof(struct ptp_key) == 16, "ptp_key size");
 
-struct ptp_ingress_val {
+/* One slot of the ingress stamp ring (ptp_ingress[ptp_stamp_slot(key)]): the newest event message
+ * that hashed here. Egress trusts it only if the whole key matches and it is not stale. */
+struct ptp_stamp {
+	struct ptp_key key;
 	__u64 t_ns;             /* bpf_ktime_get_ns() at ingress */
 	__u32 ifindex;          /* ingress port */
-	__u32 pad;
+	__u32 flags;            /* PTP_STAMP_VALID */
 };
-_Static_assert(sizeof(struct ptp_ingress_val) == 16, "ptp_ingress_val size");
+_Static_assert(sizeof(struct ptp_stamp) == 32, "ptp_stamp size");
 
 struct ptp_twostep_key {
 	struct ptp_key k;
@@ -70,16 +78,18 @@ struct ptp_twostep_key {
 };
 _Static_assert(sizeof(struct ptp_twostep_key) == 24, "ptp_twostep_key size");
 
+/* One slot of the two-step ring (ptp_twostep[ptp_twostep_slot(tk)]). */
 struct ptp_twostep_val {
+	struct ptp_twostep_key tk;
 	__s64 corr_scaled;      /* residence (+ link delay in P2P) in scaled ns (ns << 16) */
 	__u64 t_ns;             /* when stored */
-	__u32 flags;            /* PTP_TS_* */
+	__u32 flags;            /* PTP_TS_*; 0 = free / consumed */
 	__u32 pad;
 };
-_Static_assert(sizeof(struct ptp_twostep_val) == 24, "ptp_twostep_val size");
+_Static_assert(sizeof(struct ptp_twostep_val) == 48, "ptp_twostep_val size");
 
 struct ptp_port_cfg {
-	__u32 flags;            /* PTP_PORT_ENABLED */
+	__u32 flags;            /* PTP_PORT_ENABLED | PTP_PORT_PRESENT */
 	__u32 mode;             /* PTP_MODE_E2E / PTP_MODE_P2P */
 	__u32 slot;             /* counter slot, < PTP_MAX_PORTS */
 	__u32 pad;

@@ -348,3 +348,48 @@ def test_non_ptp_passes_byte_identical_uncounted(dp, maps, name, frame):
     assert rx.retval == XDP_PASS and rx.data == frame
     assert tx.retval == TC_ACT_OK and tx.data == frame and tx.priority == 0
     assert maps.slot_counters(SLOT[LO]) == {}
+
+
+# --- rings: a slot trusts only its own message ------------------------------------------------
+def test_ring_slot_held_by_another_message_is_no_ingress(dp, maps):
+    """Two messages that hash to the same ring slot: the newer one owns it, the older one is not
+    corrected with the newer one's stamp (the whole key is compared, not the slot)."""
+    from dataplane.maps import stamp_slot
+
+    a = key_of(F.SYNC, seq=100)
+    seq_b = next(s for s in range(65536) if s != 100 and stamp_slot(key_of(F.SYNC, seq=s, port=F.SLAVE_PORT)) == stamp_slot(a))
+    maps.seed_ingress(a, mono_ns() - RES_NS, PEER)
+    maps.seed_ingress(key_of(F.SYNC, seq=seq_b, port=F.SLAVE_PORT), mono_ns() - RES_NS, PEER)   # overwrites a's slot
+    frame = F.encap("udp4", F.ptp(F.SYNC, seq=100))
+    r = egress(dp, frame)
+    assert r.data == frame and ctr(maps, LO, "SYNC", Counter.NO_INGRESS) == 1
+    r = egress(dp, F.encap("udp4", F.ptp(F.SYNC, seq=seq_b, source=F.SLAVE_PORT)))
+    assert F.correction(r.data) >= RES_NS << 16
+
+
+def test_consecutive_sequence_ids_never_share_a_slot():
+    from dataplane.maps import STAMP_SLOTS, stamp_slot, twostep_slot
+
+    slots = {stamp_slot(key_of(F.SYNC, seq=s)) for s in range(STAMP_SLOTS)}
+    assert len(slots) == STAMP_SLOTS
+    assert len({twostep_slot(key_of(F.SYNC, seq=s), LO) for s in range(STAMP_SLOTS)}) == STAMP_SLOTS
+
+
+def test_port_table_bounds_are_typed_errors(maps):
+    from dataplane.maps import MAX_IFINDEX
+
+    with pytest.raises(ValueError, match="ifindex"):
+        maps.set_port(PortConfig(ifindex=MAX_IFINDEX, slot=0))
+    assert maps.get_port(MAX_IFINDEX + 5) is None
+    maps.remove_port(PEER2)
+    assert maps.get_port(PEER2) is None and PEER2 not in maps.ports() and LO in maps.ports()
+
+
+def test_ingress_then_egress_through_the_real_ring(dp, maps):
+    """No seeding: the XDP program writes the stamp, the tc program finds it by the same hash."""
+    frame = F.encap("l2", F.ptp(F.SYNC, seq=4242))
+    run_xdp(dp.prog_fds["xdp_ingress"], frame, ingress_ifindex=LO)   # XDP test runs need a real device
+    time.sleep(0.001)
+    r = egress(dp, frame)
+    assert (1_000_000 << 16) <= F.correction(r.data) <= (WINDOW_NS << 16)
+    assert ctr(maps, LO, "SYNC", Counter.CORRECTED) == 1
