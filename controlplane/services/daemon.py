@@ -214,6 +214,15 @@ class _DataplaneAdapter:
                                 delay_asymmetry_ns=delay_asymmetry_ns, rate_ratio=rate_ratio, enabled=enabled)
 
 
+def _off_loop(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` in a thread of its own and wait for it: pyroute2 0.9's synchronous API drives an
+    asyncio loop internally and refuses to run inside the daemon's running loop."""
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataplane") as pool:
+        return pool.submit(fn).result()
+
+
 def _attach_dataplane(cfg: DaemonConfig, ifnames: dict[int, str]) -> Any:
     try:
         from dataplane.loader import Dataplane  # type: ignore[import-not-found]
@@ -223,7 +232,7 @@ def _attach_dataplane(cfg: DaemonConfig, ifnames: dict[int, str]) -> Any:
     try:
         # not pinned: the daemon's programs live and die with it
         dp = Dataplane(list(ifnames.values()), mode=mode, domain=cfg.clock.domain_number, pin=False)
-        dp.attach()
+        _off_loop(dp.attach)
     except Exception as exc:
         raise DaemonError(f"cannot attach the eBPF dataplane to {', '.join(ifnames.values())}: {exc}") from None
     return dp
@@ -313,7 +322,7 @@ class Daemon:
             t.close()
         if self.dataplane is not None:
             try:
-                self.dataplane.detach()
+                _off_loop(self.dataplane.detach)
             except Exception as exc:  # report, keep closing
                 log.warning("dataplane detach failed: %s", exc)
             self.dataplane = None
