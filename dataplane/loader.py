@@ -293,13 +293,15 @@ class Dataplane:
         for st in self.ports.values():
             detach_interface(ipr, st.ifindex)
 
-    def detach(self) -> None:
+    def detach(self, *, unload: bool = True) -> None:
+        """Remove the programs from the ports; ``unload=False`` keeps the compiled module and its maps
+        for a later :meth:`attach` (the throughput bench toggles the programs without recompiling)."""
         if self.ports:
             with _ipr() as ipr:
                 self._detach_ports(ipr)
             self.ports = {}
         self._unpin()
-        if self._bpf is not None:
+        if self._bpf is not None and unload:
             self._bpf.cleanup()
             self._bpf = None
             self.maps = None
