@@ -91,11 +91,11 @@ def test_ptp4l_gm_to_ptp_switch_slave_and_pmc(make_lab: Callable[..., Lab], tran
     gm = p4.start_ptp4l(lab, "gm", "gm", transport=transport)
     _, log, uds = start_switch(lab, "sl", {"slaveOnly": "1", "priority1": "200", **FAST_SERVO},
                                [transport, "-s", "--lab-truth", "--clock-offset-ns", "5000000", "--clock-freq-ppb", "50000"])
-    errors = wait_for(log, TRUTH_RE, 30, 50)
+    errors = wait_for(log, TRUTH_RE, 24, 45)
     text = log.read_text(errors="replace")
-    assert len(errors) >= 30, f"daemon did not run long enough:\n{text[-3000:]}"
+    assert len(errors) >= 24, f"daemon did not run long enough:\n{text[-3000:]}"
     assert abs(errors[0] - 5_000_000) < 500_000, errors[:3]  # it started with the deliberate error
-    tail = errors[-12:]
+    tail = errors[-10:]
     assert max(abs(e) for e in tail) < 10_000, f"true error did not settle under 10 us: {tail}\n{text[-3000:]}"
     assert "to SLAVE on" in text and OFFSET_RE.search(text)
 
@@ -143,15 +143,15 @@ def test_ptp_switch_gm_to_ptp4l_slave_comparable_to_ptp4l(make_lab: Callable[...
     start_switch(sut, "gm", {"priority1": "10"}, [transport])
     slaves = {"ptp4l": p4.start_ptp4l(ref, "sl", "slave", transport=transport),
               "ptp-switch": p4.start_ptp4l(sut, "sl", "slave", transport=transport)}
-    deadline = time.monotonic() + 40
+    deadline = time.monotonic() + 35
     while time.monotonic() < deadline:
-        if all(len(p4.parse_offsets(s.text())) >= 25 for s in slaves.values()):
+        if all(len(p4.parse_offsets(s.text())) >= 18 for s in slaves.values()):
             break
         time.sleep(1)
     results = {}
     for impl, s in slaves.items():
         offsets = [o.offset_ns for o in p4.parse_offsets(s.stop())]
-        assert len(offsets) >= 20, f"{impl} GM: the ptp4l slave logged {len(offsets)} offsets\n{s.text()[-2000:]}"
+        assert len(offsets) >= 15, f"{impl} GM: the ptp4l slave logged {len(offsets)} offsets\n{s.text()[-2000:]}"
         results[impl] = rms(offsets[5:])
     print(f"{transport}: slave offset rms ns {results}")
     # generous: shared 2-vCPU machine; ptp4l->ptp4l is ~0.3-0.6 us rms on a direct veth here
