@@ -8,10 +8,13 @@ with pyroute2 in the current network namespace, and writes the configuration map
 Attaching replaces whatever ptp-switch program was there (XDP is replaced atomically; the tc
 filter uses a fixed priority/handle with "replace"), so a second attach never stacks.
 The kernel keeps the programs and their maps after the process exits: a later process finds them
-through the programs attached to the interfaces (``AttachedDataplane.find``) — this works even
-inside ``ip netns exec``, which hides the root bpffs. When bpffs is mounted at /sys/fs/bpf the
-programs and maps are also pinned under /sys/fs/bpf/ptp-switch/<netns inode>/ (for adoption by a
-restarted daemon).
+through the programs attached to the interfaces (``AttachedDataplane.find``, ``Dataplane.adopt``) —
+this works even inside ``ip netns exec``. Programs and maps are also pinned under
+<bpffs>/ptp-switch/<netns inode>/ (``pin_base()``: /sys/fs/bpf, or — inside ``ip netns exec``, whose
+private mount namespace remounts /sys and hides the host's bpffs — the host bpffs seen through the
+root of the nearest ancestor process in another mount namespace, i.e. the caller of ``ip netns exec``).
+``Dataplane.adopt(ifaces)`` takes over a running dataplane without recompiling or re-attaching
+(a restarted daemon: correction never stops, counters and pending two-step state are kept).
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ import logging
 import os
 import pathlib
 import re
-import shutil
 from dataclasses import dataclass, field
 
 from dataplane import libbpf
@@ -59,20 +61,51 @@ class DataplaneError(RuntimeError):
 
 
 def netns_id() -> int:
-    """Inode of the current network namespace: names this namespace's pin directory."""
-    return os.stat("/proc/self/ns/net").st_ino
+    """Inode of this thread's network namespace (setns is per thread): names its pin directory."""
+    return os.stat("/proc/thread-self/ns/net").st_ino
 
 
 def _is_bpffs(path: pathlib.Path) -> bool:
-    try:
-        st = os.statvfs(path)  # noqa: F841  (statvfs has no f_type; use /proc/mounts instead)
-    except OSError:
+    """statfs(2) f_type == BPF_FS_MAGIC (works through /proc/<pid>/root paths too)."""
+    buf = ctypes.create_string_buffer(256)      # struct statfs; f_type (a long) comes first
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.statfs(str(path).encode(), buf) != 0:
         return False
-    for line in pathlib.Path("/proc/self/mounts").read_text().splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and parts[1] == str(path) and parts[2] == "bpf":
-            return True
-    return False
+    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF == BPF_FS_MAGIC
+
+
+def _ppid(pid: int) -> int:
+    text = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    return int(text[text.rindex(")") + 2:].split()[1])
+
+
+def pin_base() -> pathlib.Path | None:
+    """The bpffs to pin into, shared with later processes; None when there is none.
+    /sys/fs/bpf when it is a bpffs here; else (``ip netns exec`` gave this process a private mount
+    namespace with a fresh /sys) the host's /sys/fs/bpf seen through the root of the nearest
+    ancestor in another mount namespace (the caller of ``ip netns exec``)."""
+    if _is_bpffs(PIN_ROOT.parent):
+        return PIN_ROOT.parent
+    try:
+        mine = os.readlink("/proc/thread-self/ns/mnt")
+        pid = os.getppid()
+        for _ in range(16):
+            if pid <= 1:
+                break
+            if os.readlink(f"/proc/{pid}/ns/mnt") != mine:
+                cand = pathlib.Path(f"/proc/{pid}/root/sys/fs/bpf")
+                if _is_bpffs(cand):
+                    return cand
+            pid = _ppid(pid)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def pin_dir() -> pathlib.Path | None:
+    """This network namespace's pin directory (may not exist yet)."""
+    base = pin_base()
+    return base / PIN_ROOT.name / str(netns_id()) if base else None
 
 
 def _inline_source(name: str, seen: set[str]) -> str:
@@ -233,6 +266,7 @@ class Dataplane:
         except ValueError as exc:
             raise DataplaneError(str(exc)) from exc
         self._bpf = None
+        self._adopted = False          # maps / programs came from adopt(): fds we own, no BCC module
 
     def global_config(self) -> GlobalConfig:
         return GlobalConfig(domain=self.domain, two_step_tc=self.two_step_tc, stale_age_ns=self.stale_age_ns,
@@ -241,7 +275,7 @@ class Dataplane:
     # --- lifecycle -------------------------------------------------------------------------
     def load(self) -> None:
         """Compile and load (no attach): enough for BPF_PROG_TEST_RUN."""
-        if self._bpf is not None:
+        if self._bpf is not None or self._adopted:
             return
         self._bpf, self.prog_fds = compile_module()
         self.maps = DataplaneMaps({name: self._bpf[name.encode()].map_fd for name in MAP_TYPES})
@@ -301,17 +335,25 @@ class Dataplane:
                 self._detach_ports(ipr)
             self.ports = {}
         self._unpin()
-        if self._bpf is not None and unload:
-            self._bpf.cleanup()
-            self._bpf = None
-            self.maps = None
-            self.prog_fds = {}
+        if unload:
+            self._release()
 
-    def close(self) -> None:
-        """Forget the process's handles but leave everything attached (the kernel keeps it)."""
+    def _release(self) -> None:
         if self._bpf is not None:
             self._bpf.cleanup()
             self._bpf = None
+        elif self._adopted:
+            if self.maps is not None:
+                self.maps.close()
+            for fd in self.prog_fds.values():
+                os.close(fd)
+            self._adopted = False
+        self.maps = None
+        self.prog_fds = {}
+
+    def close(self) -> None:
+        """Forget the process's handles but leave everything attached (the kernel keeps it)."""
+        self._release()
 
     def __enter__(self) -> "Dataplane":
         return self.attach()
@@ -321,15 +363,14 @@ class Dataplane:
 
     # --- pins ------------------------------------------------------------------------------
     def _pin(self) -> None:
-        root = PIN_ROOT.parent
-        if not _is_bpffs(root):
-            log.info("no bpffs at %s (inside `ip netns exec`?): not pinning; later processes find the "
-                     "dataplane through the attached programs", root)
+        d = pin_dir()
+        if d is None:
+            log.info("no bpffs reachable: not pinning; later processes find the dataplane through the "
+                     "attached programs")
             return
-        d = PIN_ROOT / str(netns_id())
+        prune_stale_pins(d.parent)
         if d.exists():
-            shutil.rmtree(d, ignore_errors=True)
-            for p in d.glob("*"):
+            for p in d.iterdir():
                 p.unlink(missing_ok=True)
         d.mkdir(parents=True, exist_ok=True)
         for name, fd in self.prog_fds.items():
@@ -340,12 +381,69 @@ class Dataplane:
         self.pin_dir = d
 
     def _unpin(self) -> None:
-        d = self.pin_dir or PIN_ROOT / str(netns_id())
-        if d.is_dir() and _is_bpffs(PIN_ROOT.parent):
+        d = self.pin_dir or pin_dir()
+        if d is not None and d.is_dir():
             for p in d.iterdir():
                 p.unlink(missing_ok=True)
             d.rmdir()
         self.pin_dir = None
+
+    # --- adoption --------------------------------------------------------------------------
+    @classmethod
+    def adopt(cls, ifaces: list[str], *, pin: bool = True) -> "Dataplane":
+        """Take over the dataplane attached to ``ifaces`` in this network namespace (e.g. a daemon
+        restarted after SIGKILL). Nothing is recompiled or re-attached, so correction continues without
+        a gap; configuration, counters and pending two-step state are kept. Programs and maps come from
+        the pins when they match the attached programs, else from the attached programs by id.
+        The returned object behaves like an attached Dataplane (set_port, stats, detach)."""
+        if not ifaces:
+            raise DataplaneError("no interfaces given")
+        with _ipr() as ipr:
+            indexes = {name: _ifindex(ipr, name) for name in ifaces}
+            egress = {name: _tc_prog_id(ipr, idx, CLSACT_EGRESS, TC_NAME_EGRESS) for name, idx in indexes.items()}
+            missing = [n for n, pid in egress.items() if pid is None]
+            if missing:
+                raise DataplaneError(f"no ptp-switch dataplane attached on {missing}: nothing to adopt")
+            if len(set(egress.values())) != 1:
+                raise DataplaneError(f"these interfaces belong to different dataplane instances: {egress}")
+            hooks = {name: "xdp" if _xdp_prog_id(ipr, idx) else "tc" for name, idx in indexes.items()}
+            xdp_id = next((_xdp_prog_id(ipr, idx) for idx in indexes.values() if _xdp_prog_id(ipr, idx)), None)
+            tci_id = next((i for i in (_tc_prog_id(ipr, idx, CLSACT_INGRESS, TC_NAME_INGRESS) for idx in indexes.values()) if i), None)
+        egress_id = next(iter(egress.values()))
+        fds, prog_fds, source = _open_from_pins(egress_id)
+        if fds is None:
+            prog_fds = {"tc_egress": libbpf.prog_fd_by_id(egress_id)}
+            if xdp_id:
+                prog_fds["xdp_ingress"] = libbpf.prog_fd_by_id(xdp_id)
+            if tci_id:
+                prog_fds["tc_ingress"] = libbpf.prog_fd_by_id(tci_id)
+            fds = _maps_of_prog(prog_fds["tc_egress"])
+            source = "attached programs"
+        try:
+            maps = DataplaneMaps(fds, own_fds=True)
+        except ValueError as exc:
+            for fd in [*fds.values(), *prog_fds.values()]:
+                os.close(fd)
+            raise DataplaneError(f"dataplane found but its maps are incomplete: {exc}") from exc
+        g = maps.get_global()
+        cfgs = {name: maps.get_port(idx) for name, idx in indexes.items()}
+        if any(c is None for c in cfgs.values()):
+            maps.close()
+            for fd in prog_fds.values():
+                os.close(fd)
+            raise DataplaneError(f"attached programs found but ports {[n for n, c in cfgs.items() if c is None]} "
+                                 f"have no port configuration")
+        first = next(iter(cfgs.values()))
+        assert first is not None
+        dp = cls(list(ifaces), mode="p2p" if first.mode == Mode.P2P else "e2e", domain=g.domain,
+                 two_step_tc=g.two_step_tc, stale_age_ns=g.stale_age_ns, egress_priority=g.egress_priority, pin=pin)
+        dp._adopted = True
+        dp.maps, dp.prog_fds = maps, prog_fds
+        dp.ports = {name: PortState(name, idx, cfgs[name].slot, hooks[name]) for name, idx in indexes.items()}  # type: ignore[union-attr]
+        if pin:
+            dp._pin()
+        log.info("dataplane adopted from %s on %s", source, ", ".join(ifaces))
+        return dp
 
     # --- typed access ----------------------------------------------------------------------
     def _port(self, ifname: str) -> PortState:
@@ -401,13 +499,17 @@ def detach_interface(ipr, ifindex: int) -> list[str]:
 
 
 def _egress_prog_id(ipr, ifindex: int) -> int | None:
-    """The id of our tc egress program on an interface. pyroute2 0.9 does not decode TCA_BPF_ID
+    return _tc_prog_id(ipr, ifindex, CLSACT_EGRESS, TC_NAME_EGRESS)
+
+
+def _tc_prog_id(ipr, ifindex: int, parent: int, name: str) -> int | None:
+    """The id of our tc program ``name`` on an interface. pyroute2 0.9 does not decode TCA_BPF_ID
     (attribute 11 of the bpf filter's options): read it from the attribute's raw bytes."""
     import struct
 
-    for flt in _tc_filters(ipr, ifindex, CLSACT_EGRESS):
+    for flt in _tc_filters(ipr, ifindex, parent):
         opts = flt.get("TCA_OPTIONS")
-        if opts is None or opts.get("TCA_BPF_NAME") != TC_NAME_EGRESS:
+        if opts is None or opts.get("TCA_BPF_NAME") != name:
             continue
         for slot in opts["attrs"]:
             nla = slot.cell[1] if hasattr(slot, "cell") else slot[1]
@@ -419,6 +521,71 @@ def _egress_prog_id(ipr, ifindex: int) -> int | None:
             if ntype & 0x3FFF == 11 and length >= 8:
                 return struct.unpack_from("I", raw, off + 4)[0]
     return None
+
+
+def _maps_of_prog(prog_fd: int) -> dict[str, int]:
+    fds: dict[str, int] = {}
+    for mid in libbpf.prog_map_ids(prog_fd):
+        fd, name = libbpf.map_fd_by_id(mid)
+        match = [m for m in MAP_TYPES if m[:15] == name]
+        if match and match[0] not in fds:
+            fds[match[0]] = fd
+        else:
+            os.close(fd)
+    return fds
+
+
+def _open_from_pins(egress_id: int) -> tuple[dict[str, int] | None, dict[str, int], str]:
+    """Maps and programs from this netns's pin directory, if its tc_egress is the attached one."""
+    d = pin_dir()
+    if d is None or not (d / "prog_tc_egress").exists():
+        return None, {}, ""
+    opened: list[int] = []
+    try:
+        egress_fd = libbpf.obj_get(str(d / "prog_tc_egress"))
+        opened.append(egress_fd)
+        if libbpf.prog_id(egress_fd) != egress_id:
+            log.info("pins in %s belong to another dataplane instance (stale): ignoring them", d)
+            raise FileNotFoundError(d)
+        progs = {"tc_egress": egress_fd}
+        for name in PROGRAMS:
+            if name != "tc_egress" and (d / f"prog_{name}").exists():
+                progs[name] = libbpf.obj_get(str(d / f"prog_{name}"))
+                opened.append(progs[name])
+        maps = {}
+        for name in MAP_TYPES:
+            maps[name] = libbpf.obj_get(str(d / f"map_{name}"))
+            opened.append(maps[name])
+        return maps, progs, "pins"
+    except (OSError, libbpf.BpfError):
+        for fd in opened:
+            os.close(fd)
+        return None, {}, ""
+
+
+def prune_stale_pins(root: pathlib.Path) -> list[str]:
+    """Remove <root>/<netns inode> pin directories whose network namespace no longer exists (a lab
+    deleted while its dataplane was pinned). A namespace exists while a process lives in it or a
+    /run/netns bind mount holds it."""
+    if not root.is_dir():
+        return []
+    alive: set[int] = set()
+    for pat in ("/proc/[0-9]*/ns/net", "/run/netns/*"):
+        import glob
+
+        for path in glob.glob(pat):
+            try:
+                alive.add(os.stat(path).st_ino)
+            except OSError:
+                pass
+    removed = []
+    for d in root.iterdir():
+        if d.is_dir() and d.name.isdigit() and int(d.name) not in alive:
+            for p in d.iterdir():
+                p.unlink(missing_ok=True)
+            d.rmdir()
+            removed.append(d.name)
+    return removed
 
 
 @dataclass
@@ -484,8 +651,8 @@ def detach(ifaces: list[str]) -> dict[str, list[str]]:
     with _ipr() as ipr:
         for name in ifaces:
             out[name] = detach_interface(ipr, _ifindex(ipr, name))
-    d = PIN_ROOT / str(netns_id())
-    if d.is_dir() and _is_bpffs(PIN_ROOT.parent):
+    d = pin_dir()
+    if d is not None and d.is_dir():
         with _ipr() as ipr:
             still = any(_egress_prog_id(ipr, link["index"]) for link in ipr.get_links())
         if not still:

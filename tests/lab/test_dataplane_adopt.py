@@ -1,0 +1,58 @@
+"""Restart adoption: a process that attached the dataplane dies by SIGKILL; the programs keep
+correcting; a new process adopts them (pins through ``ip netns exec``'s private mount namespace, or
+the attached programs) without recompiling, then detaches cleanly (programs and pins gone)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from bench.dataplane import residence_run
+from topologies import catalog
+
+pytestmark = [pytest.mark.lab]
+
+ATTACH_AND_HANG = (
+    "import sys, time\n"
+    "from dataplane.loader import Dataplane\n"
+    "dp = Dataplane(sys.argv[1:]).attach()\n"
+    "print('pinned' if dp.pin_dir else 'unpinned', dp.pin_dir, flush=True)\n"
+    "time.sleep(600)\n"
+)
+
+
+def test_sigkilled_owner_then_adopt(make_lab):
+    from dataplane.loader import PIN_ROOT, Dataplane, DataplaneError
+
+    lab = make_lab(catalog.parse("gm sw1 sl | sw1 sl2", name="dp-adopt"))
+    ports = list(lab.switch_ports("sw1"))
+    owner = lab.popen("sw1", [sys.executable, "-c", ATTACH_AND_HANG, *ports], stdout=-1, text=True,
+                      cwd=os.getcwd())
+    line = owner.stdout.readline()
+    assert line.startswith("pinned"), f"the owner (inside ip netns exec) did not pin: {line!r}"
+    owner.kill()                                    # SIGKILL: no cleanup ran
+    owner.wait(timeout=10)
+    ino = os.stat(f"/run/netns/{lab.ns('sw1')}").st_ino
+    pins = PIN_ROOT / str(ino)
+    assert (pins / "prog_tc_egress").exists() and (pins / "map_ptp_ingress").exists(), sorted(os.listdir(pins))
+
+    # the orphaned programs keep correcting
+    samples = residence_run(lab, count=60, interval_s=0.01)
+    assert len(samples) >= 100 and all(s.added_ns > 0 for s in samples), samples[:3]
+
+    dp = lab.in_node("sw1", lambda: Dataplane.adopt(ports))
+    try:
+        assert {p.ingress_hook for p in dp.ports.values()} == {"xdp"}
+        before = dp.stats()[ports[1]]["SYNC"]["corrected"]
+        assert before >= 50, dp.stats()                   # counters survived the owner
+        samples = residence_run(lab, count=40, interval_s=0.01)
+        assert len(samples) >= 70 and all(s.added_ns > 0 for s in samples)
+        assert dp.stats()[ports[1]]["SYNC"]["corrected"] >= before + 35
+        dp.set_port(ports[0], rate_ratio=1.0)               # typed writes work on adopted maps
+    finally:
+        lab.in_node("sw1", dp.detach)
+    assert not pins.exists(), "detach left the pin directory"
+    with pytest.raises(DataplaneError, match="nothing to adopt"):
+        lab.in_node("sw1", lambda: Dataplane.adopt(ports))
