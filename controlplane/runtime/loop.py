@@ -260,6 +260,12 @@ class Runtime:
         self._execute(self.node.handle_fault(port, reason, self.monotonic_ns()))
 
     # ---- actions out ----------------------------------------------------------------------
+    def execute(self, actions: list[Action]) -> None:
+        """Run actions the node returned outside an event (a live reconfiguration from the control
+        API), then re-arm the timer: the node's deadlines may have changed. Call on the loop."""
+        self._execute(list(actions))
+        self._reschedule()
+
     def _execute(self, actions: list[Action]) -> None:
         pending = list(actions)
         while pending:
