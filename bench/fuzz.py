@@ -455,15 +455,16 @@ class DataplaneFuzzer:
         return None
 
     def _forget(self, refs: list[Ref]) -> None:
-        fd_i, fd_t = self.maps.fds["ptp_ingress"], self.maps.fds["ptp_twostep"]
+        """Clear the ingress stamp and two-step entries a flow's frames could find (the maps are
+        rings: an entry is cleared only if its slot still holds this message)."""
         for ref in refs:
             ek = self._ekey(ref)
             if ek is None:
                 continue
             k = self._key(*ek)
-            self._libbpf.map_delete(fd_i, k)
+            self.maps.forget_ingress(k)
             for ifx in (LO, PEER):
-                self._libbpf.map_delete(fd_t, self._TwostepKey(k=k, ifindex=ifx))
+                self.maps.forget_twostep(k, ifx)
 
     # -- expected residence ------------------------------------------------------------------------
     def _add_range(self, ref: Ref, seed_if: int, age_lo: int, age_hi: int) -> tuple[int, int]:
@@ -520,7 +521,7 @@ class DataplaneFuzzer:
             elif scenario == "future":
                 self.maps.seed_ingress(k, now + 1_000_000_000, seed_if)
             else:
-                self._libbpf.map_delete(self.maps.fds["ptp_ingress"], k)
+                self.maps.forget_ingress(k)
         iif = 0 if scenario == "local" else PEER
         r = self._run_tc(self.fd_egr, frame, ifindex=LO, ingress_ifindex=iif)
         t1 = mono_ns()
@@ -1253,7 +1254,11 @@ def run_dataplane(n: int, seed: int, block: int = 50_000) -> tuple[int, list[str
     while done < n:
         cfg = DP_CONFIGS[i % len(DP_CONFIGS)]
         i += 1
-        fz = DataplaneFuzzer(cfg)           # fresh BCC compile + kernel verifier each block
+        try:
+            fz = DataplaneFuzzer(cfg)       # fresh BCC compile + kernel verifier each block
+        except Exception as exc:            # noqa: BLE001 - a rejected load is a finding, not a crash
+            failures.append(f"[{cfg.name}] load #{loads + 1} failed: {exc}")
+            break
         loads += 1
         try:
             if cfg.name not in sweeps:
