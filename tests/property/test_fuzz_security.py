@@ -132,3 +132,32 @@ def test_negotiation_flood_memory_is_bounded():
     tracemalloc.stop()
     assert len({r.address for r in srv.grant_table(now + 50_000)}) <= 100
     assert peak < 20 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+
+
+# --- Announce floods -------------------------------------------------------------------------------
+@pytest.mark.xfail(strict=True, reason="Announce flood costs O(N) per message: core/bmca.py ForeignMasterTable.add "
+                                       "calls prune() over every record on every Announce, so N forged senders "
+                                       "cost O(N^2) (measured: the 1200th-1500th distinct sender cost ~20x the first 300)")
+def test_announce_flood_from_distinct_senders_costs_constant_per_message():
+    import dataclasses as dc
+    import time
+
+    from controlplane.codec.samples import all_samples
+
+    clock = Z.make_clock("oc", random.Random(1))
+    clock.start(0)
+    ann = next(m for m in all_samples().values() if type(m).__name__ == "Announce")
+
+    def flood(lo: int, hi: int) -> float:
+        t = time.perf_counter()
+        for i in range(lo, hi):
+            src = PortIdentity(i.to_bytes(8, "big"), 1)
+            m = dc.replace(ann, header=dc.replace(ann.header, domain_number=0, source_port_identity=src),
+                           grandmaster_identity=src.clock_identity)
+            clock.handle_message(1, m, None, 10**12 + i * 1000)       # 1000 Announces per ms
+        return time.perf_counter() - t
+
+    first = flood(0, 300)
+    flood(300, 1200)
+    last = flood(1200, 1500)
+    assert last < 4 * first + 0.05, f"first 300: {first:.3f} s, last 300: {last:.3f} s"
