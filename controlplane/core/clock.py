@@ -73,7 +73,12 @@ class Clock:
         *,
         rng: random.Random,
         comparator: bmca.Comparator | None = None,
+        ptp_timescale: bool = True,
     ) -> None:
+        """``ptp_timescale``: whether the local clock keeps the PTP timescale (TAI). A clock over
+        CLOCK_REALTIME keeps UTC: pass False and, as ptp4l does for such a clock
+        (``time_flags = utc_timescale ? 0 : PTP_TIMESCALE``), the clock announces the ARB timescale
+        (ptpTimescale 0) as grandmaster, so a linuxptp slave does not subtract currentUtcOffset."""
         if len(clock_identity) != 8:
             raise CoreUsageError("clock_identity must be 8 octets")
         if not port_names:
@@ -82,6 +87,7 @@ class Clock:
             raise CoreUsageError(f"clock_type OC has exactly one port, got {len(port_names)} (use BC)")
         self.cfg = cfg
         self.rng = rng
+        self.ptp_timescale = bool(ptp_timescale)
         self.clock_type = cfg.clock_type
         self.is_tc = cfg.clock_type in (ClockType.E2E_TC, ClockType.P2P_TC)
         self.comparator: bmca.Comparator = comparator or (
@@ -473,7 +479,7 @@ class Clock:
 
     def _own_time_properties(self) -> TimePropertiesDS:
         ts = self.cfg.time_source
-        return TimePropertiesDS(current_utc_offset=self.cfg.utc_offset, current_utc_offset_valid=False, ptp_timescale=True,
+        return TimePropertiesDS(current_utc_offset=self.cfg.utc_offset, current_utc_offset_valid=False, ptp_timescale=self.ptp_timescale,
                                 time_source=TimeSource(ts) if ts in TimeSource._value2member_map_ else ts)
 
     def _update_m1_m2(self) -> None:

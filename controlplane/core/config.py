@@ -251,6 +251,9 @@ OPTIONS: tuple[Option, ...] = (
            doc="ptp-switch: reject a delay sample beyond this many times max(MAD, 1 us) from the median"),
     Option("announce_receipt_randomization", "announce_receipt_randomization", G, B, True,
            doc="ptp-switch: add a random 0..1 announce interval to the receipt timeout (IEEE 1588 9.2.6.12)"),
+    Option("allow_network_management_set", "allow_network_management_set", G, B, False,
+           doc="ptp-switch: obey management SET and COMMAND received on PTP ports (default: only on the local "
+               "UNIX socket; from the network they are refused with NOT_SUPPORTED, as ptp4l does)"),
     # --- port data set (port)
     Option("logAnnounceInterval", "log_announce_interval", P, I, 1, INT8_MIN, INT8_MAX),
     Option("logSyncInterval", "log_sync_interval", P, I, 0, INT8_MIN, INT8_MAX),
@@ -386,6 +389,7 @@ class ClockConfig:
     outlier_filter: bool = True
     outlier_filter_threshold: float = 5.0
     announce_receipt_randomization: bool = True
+    allow_network_management_set: bool = False
     port_defaults: PortConfig = PortConfig()
     # (interface name, its PortConfig) for each per-interface section, in file order
     ports: tuple[tuple[str, PortConfig], ...] = ()

@@ -6,6 +6,12 @@ NO_SUCH_ID (an ID this standard does not define), NOT_SUPPORTED (defined, not im
 NOT_SETABLE (read-only), WRONG_LENGTH (SET without a dataField), WRONG_VALUE (out of range).
 A message for another clock identity gets no answer. Port-scoped IDs addressed to all ports
 (portNumber 0xFFFF) get one response per port, as ptp4l does.
+
+Policy: SET and COMMAND change the clock, so they are obeyed only from the local UNIX socket
+(``local=True``: the daemon's port 0) unless the option ``allow_network_management_set 1`` is set.
+From a PTP port they are refused with NOT_SUPPORTED, as ptp4l refuses SET on any port but its UDS
+port (any host on the segment could otherwise win the BMCA with SET PRIORITY1 0 or disable ports).
+GET and COMMAND NULL_MANAGEMENT change nothing and are answered from anywhere.
 """
 
 from __future__ import annotations
@@ -138,7 +144,14 @@ def _set_clock(clock: Any, mid: ManagementId, data: Any, now_ns: int) -> list[Ac
     raise _MgmtError(ManagementErrorId.NOT_SETABLE, "not settable")  # pragma: no cover
 
 
-def handle(clock: Any, port: Any, msg: Management, now_ns: int, src: object = None) -> list[Action]:
+def network_changes_allowed(clock: Any) -> bool:
+    """Whether SET/COMMAND received on a PTP port may change ``clock`` (option allow_network_management_set)."""
+    return bool(getattr(getattr(clock, "cfg", None), "allow_network_management_set", False))
+
+
+def handle(clock: Any, port: Any, msg: Management, now_ns: int, src: object = None, *, local: bool = False) -> list[Action]:
+    """Answer one management message received on ``port``. ``local`` is True only for the local
+    UNIX socket (the daemon's port 0); anything else is the network (see the policy above)."""
     target = msg.target_port_identity
     if bytes(target.clock_identity) not in (clock.clock_identity, ALL_CLOCKS):
         return []
@@ -174,6 +187,11 @@ def handle(clock: Any, port: Any, msg: Management, now_ns: int, src: object = No
         return error(ManagementErrorId.NOT_SUPPORTED, f"{mid.name} is not a command")
     if action is not ManagementAction.COMMAND and mid in (MID.ENABLE_PORT, MID.DISABLE_PORT):
         return error(ManagementErrorId.NOT_SUPPORTED, f"{mid.name} is a command")
+    if (action is not ManagementAction.GET and mid is not MID.NULL_MANAGEMENT and not local
+            and not network_changes_allowed(clock)):
+        verb = "SET" if action is ManagementAction.SET else "COMMAND"
+        return error(ManagementErrorId.NOT_SUPPORTED,
+                     f"{verb} only on the local management socket (allow_network_management_set 0)")
     if action is ManagementAction.SET and mid not in SETTABLE:
         return error(ManagementErrorId.NOT_SETABLE, f"{mid.name} is not settable")
     try:

@@ -151,7 +151,7 @@ class ClockNode:
         if target.port_number == 0:
             message = dataclasses.replace(message, target_port_identity=PortIdentity(target.clock_identity, ALL_PORTS))
         local = _LocalPort(UDS_PORT, PortIdentity(self.clock.clock_identity, 0))
-        out = management.handle(self.clock, local, message, now_ns, source)
+        out = management.handle(self.clock, local, message, now_ns, source, local=True)
         return [dataclasses.replace(a, dest=source) if isinstance(a, SendMessage) and a.port == UDS_PORT else a for a in out]
 
     def handle_tx_timestamp(self, tx_token: int, tx_ts_ns: int, now_ns: int) -> list[Any]:
@@ -173,22 +173,10 @@ def build_clock_node(spec: NodeSpec, rng: random.Random) -> ClockNode:
     """The core's Clock (OC, BC, E2E_TC or P2P_TC) for the opened ports, wrapped for the runtime."""
     from controlplane.core.clock import Clock, CoreUsageError
 
-    cls = Clock
-    if spec.utc_timescale:
-        class UtcClock(Clock):  # type: ignore[misc, valid-type]
-            """A local clock over CLOCK_REALTIME keeps UTC, not TAI: as ptp4l does for such a clock
-            (``time_flags = utc_timescale ? 0 : PTP_TIMESCALE``), announce the ARB timescale, so a
-            linuxptp slave on CLOCK_REALTIME does not subtract currentUtcOffset from our times.
-            TODO(core): a Clock constructor option instead of this override."""
-
-            def _own_time_properties(self) -> Any:
-                tp = super()._own_time_properties()
-                tp.ptp_timescale = False
-                return tp
-
-        cls = UtcClock
     try:
-        clock = cls(spec.config.clock, spec.clock_identity, [p.ifname for p in spec.ports], rng=rng)
+        # a local clock over CLOCK_REALTIME keeps UTC: announce the ARB timescale, as ptp4l does
+        clock = Clock(spec.config.clock, spec.clock_identity, [p.ifname for p in spec.ports], rng=rng,
+                      ptp_timescale=not spec.utc_timescale)
     except (CoreUsageError, ValueError) as exc:
         raise DaemonError(str(exc)) from None
     return ClockNode(clock)

@@ -27,8 +27,8 @@ def sends(actions, cls=None):
     return [a for a in actions if isinstance(a, SendMessage) and (cls is None or isinstance(a.message, cls))]
 
 
-def run_master(now_ns: int = 0):
-    gm = Clock(parse({"global": {**FAST, "priority1": "10"}}), GM_ID, ["eth0"], rng=random.Random(1))
+def run_master(now_ns: int = 0, **extra: str):
+    gm = Clock(parse({"global": {**FAST, "priority1": "10", **extra}}), GM_ID, ["eth0"], rng=random.Random(1))
     out = gm.start(now_ns)
     out += gm.handle_timer(gm.next_deadline_ns())  # announce receipt timeout -> MASTER
     return gm, out
@@ -182,7 +182,8 @@ def only_tlv(out):
 
 
 def test_management_get_set_and_errors() -> None:
-    gm, _ = run_master()
+    # SET/COMMAND from a PTP port need the option (default refusal: tests/unit/test_core_management.py)
+    gm, _ = run_master(allow_network_management_set="1")
     act, tlv = only_tlv(gm.handle_message(1, mgmt(ManagementAction.GET, ManagementId.DEFAULT_DATA_SET), None, S))
     assert act is ManagementAction.RESPONSE and tlv.data.priority1 == 10 and tlv.data.clock_identity == GM_ID
     _, tlv = only_tlv(gm.handle_message(1, mgmt(ManagementAction.GET, ManagementId.PORT_DATA_SET), None, S))
