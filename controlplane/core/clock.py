@@ -286,12 +286,24 @@ class Clock:
             out.append(self._program_dataplane(port, enabled=port.state not in (PortState.FAULTY, PortState.DISABLED)))
         return out
 
+    def set_port_slave_only(self, port_number: int, slave_only: bool, now_ns: int) -> list[Action]:
+        """Make one port slave-only (or not) live: it then only ever becomes SLAVE or LISTENING.
+        A port that is MASTER, PRE_MASTER or PASSIVE when it becomes slave-only restarts (INITIALIZE)."""
+        port = self.port(port_number)
+        was, port.slave_only = port.slave_only, bool(slave_only)
+        if port.slave_only and not was and port.state in (PortState.MASTER, PortState.PRE_MASTER, PortState.PASSIVE):
+            return self._dispatch(port, Event.INITIALIZE, now_ns, "INITIALIZE")
+        return []
+
+    def _slave_only(self, port: Port) -> bool:
+        return self.default_ds.slave_only or port.slave_only
+
     # ------------------------------------------------------------------------------------------
     # state machine plumbing
     # ------------------------------------------------------------------------------------------
     def _dispatch(self, port: Port, event: Event, now_ns: int, why: str) -> list[Action]:
         old = port.state
-        new = transition(old, event, slave_only=self.default_ds.slave_only)
+        new = transition(old, event, slave_only=self._slave_only(port))
         if new is old:
             return []
         port.ds.port_state = new
@@ -436,7 +448,7 @@ class Clock:
             p = self.port(pn)
             decisions[pn] = bmca.state_decision(
                 d0, self.default_ds.clock_quality.clock_class, er[0] if er else None, ebest[0] if ebest else None,
-                p.state, slave_only=self.default_ds.slave_only, master_only=p.ds.master_only, comparator=self.comparator)
+                p.state, slave_only=self._slave_only(p), master_only=p.ds.master_only, comparator=self.comparator)
         out: list[Action] = []
         slave_pn = next((pn for pn, d in decisions.items() if d.code == "S1"), None)
         parent_changed = False
@@ -453,7 +465,7 @@ class Clock:
         for pn, d in decisions.items():
             p = self.port(pn)
             if d.code == "LISTENING":
-                if self.default_ds.slave_only and p.state is not PortState.LISTENING:
+                if self._slave_only(p) and p.state is not PortState.LISTENING:
                     out += self._dispatch(p, Event.RS_PASSIVE, now_ns, "RS_PASSIVE")  # slave-only table: -> LISTENING
                 continue
             if d.code == "S1":

@@ -101,6 +101,7 @@ class Port:
             master_only=cfg.master_only,
         )
         self.foreign = ForeignMasterTable(clock_identity, self.identity)
+        self.slave_only = False  # per-port slave-only (control API); the clock's slaveOnly covers every port
         self.timers: dict[str, int] = {}
         # sequenceIds (7.3.7): one counter per message type this port originates
         self.seq = {"announce": 0, "sync": 0, "delay_req": 0, "pdelay_req": 0}

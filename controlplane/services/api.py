@@ -870,11 +870,21 @@ def flatten_counters(stats: Mapping[str, Any]) -> dict[str, int]:
 
 
 class ActionEvents:
-    """Core actions -> API events (stateful only to report the previous grandmaster)."""
+    """Core actions -> API events (stateful only to report the previous grandmaster).
 
-    def __init__(self, port_names: Mapping[int, str]) -> None:
+    Path-delay samples: every core ``OffsetSample`` (an OC/BC slave port's meanPathDelay, E2E or
+    P2P) and every ``ProgramDataplane`` with a measured link delay (a P2P TC's meanLinkDelay).
+    ``mechanism_of(port_number)`` names the port's delay mechanism (default E2E).
+    """
+
+    def __init__(self, port_names: Mapping[int, str],
+                 mechanism_of: Callable[[int], DelayMechanismOption] | None = None) -> None:
         self.port_names = dict(port_names)
         self.grandmaster = ""
+        self.mechanism_of = mechanism_of or (lambda _n: DelayMechanismOption.E2E)
+
+    def _path_delay(self, port: int, delay_ns: int) -> PathDelaySample:
+        return PathDelaySample(self.port_names.get(port, str(port)), self.mechanism_of(port), int(delay_ns))
 
     def __call__(self, action: Any) -> list[Event]:
         kind = type(action).__name__
@@ -889,30 +899,59 @@ class ActionEvents:
             return [GrandmasterChanged(old, new, int(action.steps_removed))]
         if kind == "OffsetSample":
             servo = f"s{int(action.servo_state)}" if isinstance(action.servo_state, int) else str(action.servo_state)
-            return [OffsetSample(int(action.offset_ns), int(action.mean_path_delay_ns), float(action.freq_ppb), servo)]
+            return [OffsetSample(int(action.offset_ns), int(action.mean_path_delay_ns), float(action.freq_ppb), servo),
+                    self._path_delay(action.port, action.mean_path_delay_ns)]
+        if kind == "ProgramDataplane":
+            if action.enabled and action.mean_link_delay_ns:
+                return [self._path_delay(action.port, action.mean_link_delay_ns)]
+            return []
         return []
 
 
 class ClockBackend:
     """ControlBackend over the core's ``Clock`` (controlplane/core/clock.py), the Runtime and the dataplane.
 
-    ``execute(actions)`` runs the actions a reconfiguration returns (the runtime's executor).
-    Enabling/disabling uses ``clock.set_port_enabled``; every other setting needs the core's
-    ``clock.reconfigure_port(port_number, PortConfig, now_ns) -> list[Action]`` and is refused with
-    a clear UNAVAILABLE until the core offers it. ``dataplane`` (optional) is the loader's
-    ``Dataplane``: ``stats()`` for counters and ``set_port(ifname, enabled=...)`` for disable.
+    ``execute(actions)`` runs the actions a reconfiguration returns (the daemon passes
+    ``Runtime.execute``). Every setting applies live through the core: intervals, timeouts,
+    delayAsymmetry, master-only and the delay mechanism with ``clock.reconfigure_port`` (a changed
+    mechanism restarts the port), enable/disable with ``clock.set_port_enabled`` (a disabled TC port
+    is also switched off in the dataplane), per-port slave-only with ``clock.set_port_slave_only``.
+
+    Hooks for the unicast glue (F2): ``grants_source()`` -> current grants, and
+    ``unicast_table_setter(port_name, masters, log_query_interval) -> actions`` to apply a new unicast
+    master table. Without a setter, a request that changes the table is refused (UNAVAILABLE).
+    ``dataplane`` (optional) is the loader's ``Dataplane``: ``stats()`` for counters and
+    ``set_port(ifname, enabled=...)``.
     """
+
+    CORE_FIELDS = ("delay_mechanism", "log_announce_interval", "log_sync_interval", "log_min_delay_req_interval",
+                   "log_min_pdelay_req_interval", "announce_receipt_timeout", "delay_asymmetry_ns", "master_only")
 
     def __init__(self, clock: Any, execute: Callable[[list[Any]], None], *, dataplane: Any = None,
                  network_transport: Mapping[str, NetworkTransport] | None = None,
-                 monotonic_ns: Callable[[], int] = time.monotonic_ns) -> None:
+                 monotonic_ns: Callable[[], int] = time.monotonic_ns,
+                 grants_source: Callable[[], Sequence[GrantSnapshot]] | None = None,
+                 unicast_table_setter: Callable[[str, tuple[UnicastMaster, ...], int], list[Any]] | None = None) -> None:
         self.core_clock = clock
         self.execute = execute
         self.dataplane = dataplane
         self.network_transport = dict(network_transport or {})
         self.monotonic_ns = monotonic_ns
-        self.extra: dict[str, PortSettings] = {}  # settings the core does not hold (slave_only, unicast table)
+        self.grants_source = grants_source
+        self.unicast_table_setter = unicast_table_setter
+        self.extra: dict[str, PortSettings] = {}  # settings the core does not hold (unicast table)
         self.enabled: dict[str, bool] = {}
+
+    @property
+    def is_tc(self) -> bool:
+        return bool(getattr(self.core_clock, "is_tc", False))
+
+    def mechanism_of(self, port_number: int) -> DelayMechanismOption:
+        """The port's delay mechanism (for ActionEvents' path-delay samples)."""
+        try:
+            return self.core_clock.port(port_number).cfg.delay_mechanism
+        except Exception:
+            return DelayMechanismOption.E2E
 
     def clock(self) -> ClockSnapshot:
         c = self.core_clock
@@ -923,8 +962,9 @@ class ClockBackend:
 
     def _settings(self, port: Any) -> PortSettings:
         extra = self.extra.get(port.name, PortSettings())
+        slave_only = bool(getattr(port, "slave_only", False) or self.core_clock.default_ds.slave_only)
         base = PortSettings.from_port_config(port.cfg, port_enable=self.enabled.get(port.name, True),
-                                             slave_only=extra.slave_only,
+                                             slave_only=slave_only,
                                              unicast_master_table=extra.unicast_master_table,
                                              log_query_interval=extra.log_query_interval)
         ds = port.ds  # the live data set wins over the configuration it started from
@@ -958,27 +998,48 @@ class ClockBackend:
         return out
 
     def grants(self) -> list[GrantSnapshot]:
-        return []  # the unicast glue reports grants through its own tables (see report to the lead)
+        if self.grants_source is None:
+            return []
+        return list(self.grants_source())
 
     def apply_port_settings(self, port_name: str, settings: PortSettings) -> None:
-        port = next(p for p in self.core_clock.ports if p.name == port_name)
+        c = self.core_clock
+        port = next(p for p in c.ports if p.name == port_name)
         current = self._settings(port)
         now = self.monotonic_ns()
-        core_fields = ("delay_mechanism", "log_announce_interval", "log_sync_interval", "log_min_delay_req_interval",
-                       "log_min_pdelay_req_interval", "announce_receipt_timeout", "delay_asymmetry_ns", "master_only")
-        core_changed = any(getattr(current, f) != getattr(settings, f) for f in core_fields)
-        reconfigure = getattr(self.core_clock, "reconfigure_port", None)
-        if core_changed and reconfigure is None:
-            raise ApplyFailed("this build's protocol core cannot change "
-                              + ", ".join(f for f in core_fields if getattr(current, f) != getattr(settings, f))
-                              + " live yet (needs Clock.reconfigure_port); nothing changed")
+        changed = [f for f in self.CORE_FIELDS if getattr(current, f) != getattr(settings, f)]
+        # refuse what cannot be applied before touching anything
+        if "delay_mechanism" in changed and self.is_tc:
+            raise InvalidArgument(f"a transparent clock's ports use the delay mechanism of its clock_type ({c.clock_type}); "
+                                  "restart with the other clock type instead", field="delay_mechanism")
+        if not settings.slave_only and c.default_ds.slave_only:
+            raise InvalidArgument("the whole clock is slave-only (slaveOnly 1 in the configuration); "
+                                  "a port cannot leave slave-only live", field="slave_only")
+        if settings.slave_only != current.slave_only and not hasattr(c, "set_port_slave_only"):
+            raise ApplyFailed("this build's protocol core has no per-port slave-only; nothing changed", field="slave_only")
+        if changed and not hasattr(c, "reconfigure_port"):
+            raise ApplyFailed("this build's protocol core cannot change " + ", ".join(changed)
+                              + " live (needs Clock.reconfigure_port); nothing changed")
+        table_changed = (settings.unicast_master_table != current.unicast_master_table
+                         or settings.log_query_interval != current.log_query_interval)
+        if table_changed and self.unicast_table_setter is None:
+            raise ApplyFailed("this daemon does not run unicast negotiation on this port; the unicast master table "
+                              "cannot be changed live; nothing changed", field="unicast_master_table")
         actions: list[Any] = []
-        if core_changed:
-            actions += reconfigure(port.number, settings.apply_to(port.cfg), now)
+        if table_changed:
+            assert self.unicast_table_setter is not None
+            actions += self.unicast_table_setter(port_name, settings.unicast_master_table, settings.log_query_interval)
+        if changed:
+            actions += c.reconfigure_port(port.number, settings.apply_to(port.cfg), now)
+        if settings.slave_only != current.slave_only:
+            actions += c.set_port_slave_only(port.number, settings.slave_only, now)
         if settings.port_enable != current.port_enable:
-            actions += self.core_clock.set_port_enabled(port.number, settings.port_enable, now)
-            if self.dataplane is not None:
-                self.dataplane.set_port(port_name, enabled=settings.port_enable)
+            actions += c.set_port_enabled(port.number, settings.port_enable, now)
+            if self.dataplane is not None and self.is_tc:
+                try:
+                    self.dataplane.set_port(port_name, enabled=settings.port_enable)
+                except Exception as exc:  # the core's ProgramDataplane action will retry the write
+                    log.warning("port %s: dataplane enable=%s failed: %s", port_name, settings.port_enable, exc)
         self.enabled[port_name] = settings.port_enable
         self.extra[port_name] = settings
         self.execute(actions)
