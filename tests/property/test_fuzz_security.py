@@ -36,8 +36,6 @@ def _clock():
     return c
 
 
-@pytest.mark.xfail(strict=True, reason="network management SET is accepted by default: core/management.py applies "
-                                       "SET PRIORITY1 received on a PTP port (any host on the segment can win BMCA)")
 def test_network_management_set_is_refused_by_default():
     c = _clock()
     before = c.default_ds.priority1
@@ -45,8 +43,6 @@ def test_network_management_set_is_refused_by_default():
     assert c.default_ds.priority1 == before
 
 
-@pytest.mark.xfail(strict=True, reason="network management COMMAND DISABLE_PORT is obeyed: core/management.py "
-                                       "disables port 1 on a request from any host on the segment")
 def test_network_disable_port_command_is_refused_by_default():
     c = _clock()
     c.handle_message(1, _mgmt(ManagementAction.COMMAND, ManagementId.DISABLE_PORT), None, 10)
