@@ -15,6 +15,9 @@ from controlplane.runtime.transport import (
     EVENT_PORT,
     GENERAL_PORT,
     SO_BINDTODEVICE,
+    SO_TIMESTAMPING,
+    SOF_TIMESTAMPING_RX_SOFTWARE,
+    SOF_TIMESTAMPING_SOFTWARE,
     Received,
     TimestampMode,
     TransportError,
@@ -31,6 +34,8 @@ PTP_PRIMARY_V4 = "224.0.1.129"
 PTP_PDELAY_V4 = "224.0.0.107"
 PTP_PRIMARY_V6 = "ff0e::181"
 PTP_PDELAY_V6 = "ff02::6b"
+# general socket: receive stamps only (no TX stamps: nothing waits for them)
+GENERAL_RX_FLAGS = SOF_TIMESTAMPING_RX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE
 
 
 def _interface_ipv4(sock: socket.socket, ifname: str) -> bytes:
@@ -107,8 +112,10 @@ class _UdpBase:
                     enable_hardware_timestamping(sock, self.ifname)
                 enable_timestamping(sock, self.timestamping)
             else:
-                # RX software stamps on the general socket too (cheap; useful for logging)
-                enable_timestamping(sock, TimestampMode.SOFTWARE)
+                # RX software stamps only: a TX stamp request here would queue one error-queue entry
+                # per send that nobody reads, and the queued entries keep EPOLLERR raised, so every
+                # select/epoll loop over this fd would spin at 100 % CPU.
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, GENERAL_RX_FLAGS)
             sock.setblocking(False)
         except OSError as exc:
             sock.close()
@@ -176,6 +183,8 @@ class _UdpBase:
         out: list[TransportEvent] = []
         if event:
             out.extend(drain_error_queue(sock, self.timestamping))
+        else:
+            drain_error_queue(sock, TimestampMode.SOFTWARE)  # nothing should be there; never let it spin
         for _ in range(64):
             try:
                 data, ancdata, _flags, addr = sock.recvmsg(2048, 1024)

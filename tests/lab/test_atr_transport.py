@@ -1,0 +1,116 @@
+"""UDP transport under an event loop: an idle transport must not burn CPU after it has sent.
+
+Regression test for the general socket's TX-stamp error queue: with SOF_TIMESTAMPING_TX_SOFTWARE on
+the general socket, every general send (Announce, Follow_Up, Signaling, Delay_Resp) queued an
+error-queue entry that nothing read; a queued entry keeps EPOLLERR raised, so the asyncio reader
+fired in a loop and the daemon (and the unicast server) spun at 100 % CPU.
+Real sockets in a network namespace made here (a veth pair), removed at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import socket
+import subprocess
+import time
+import uuid
+from typing import Iterator
+
+import pytest
+
+from controlplane.runtime.udp import UdpV4Transport, UdpV6Transport
+
+_libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNET = 0x40000000
+
+
+def _sh(*args: str) -> None:
+    subprocess.run(args, check=True, capture_output=True)
+
+
+@contextlib.contextmanager
+def _in_netns(name: str) -> Iterator[None]:
+    own = os.open("/proc/self/ns/net", os.O_RDONLY)
+    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if _libc.setns(target, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {name}")
+        yield
+    finally:
+        _libc.setns(own, CLONE_NEWNET)
+        os.close(own)
+        os.close(target)
+
+
+@pytest.fixture
+def netns_pair() -> Iterator[tuple[str, str]]:
+    run = uuid.uuid4().hex[:6]
+    a, b = f"ptsU{run}a", f"ptsU{run}b"
+    made: list[str] = []
+    try:
+        for n in (a, b):
+            _sh("ip", "netns", "add", n)
+            made.append(n)
+            _sh("ip", "-n", n, "link", "set", "lo", "up")
+        _sh("ip", "-n", a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b)
+        for n, i in ((a, 1), (b, 2)):
+            _sh("ip", "-n", n, "addr", "add", f"10.252.0.{i}/24", "dev", "eth0")
+            _sh("ip", "-n", n, "addr", "add", f"fd00:252::{i}/64", "dev", "eth0", "nodad")
+            _sh("ip", "-n", n, "link", "set", "eth0", "up")
+        yield a, b
+    finally:
+        for n in made:
+            subprocess.run(["ip", "netns", "del", n], capture_output=True)
+
+
+def _idle_cpu_s(transport, seconds: float) -> tuple[float, int]:
+    """CPU seconds this process spends while an asyncio loop watches the transport's fds."""
+    calls = 0
+
+    def readable(fd: int) -> None:
+        nonlocal calls
+        calls += 1
+        transport.poll(fd)
+
+    async def watch() -> None:
+        loop = asyncio.get_running_loop()
+        for fd in transport.fds():
+            loop.add_reader(fd, readable, fd)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            for fd in transport.fds():
+                loop.remove_reader(fd)
+
+    before = time.process_time()
+    asyncio.run(watch())
+    return time.process_time() - before, calls
+
+
+@pytest.mark.parametrize("cls,dest", [(UdpV4Transport, "10.252.0.2"), (UdpV6Transport, "fd00:252::2")],
+                         ids=["UDPv4", "UDPv6"])
+def test_idle_transport_after_general_sends_does_not_spin(netns_pair, cls, dest) -> None:
+    a, _b = netns_pair
+    with _in_netns(a):
+        t = cls("eth0")
+        t.open()
+    try:
+        for _ in range(50):  # Announce-like general messages and Sync-like event messages
+            t.send(b"\x0b\x02" + b"g" * 62, event=False, dest=dest)
+            t.send(b"\x00\x02" + b"e" * 42, event=True, dest=dest)
+        time.sleep(0.2)
+        cpu_s, calls = _idle_cpu_s(t, 1.0)
+        # the event socket's 50 stamps are read once; a spinning reader ran ~10^5 times and ~1 CPU s
+        assert calls < 200, f"reader woke {calls} times in 1 s of idle"
+        assert cpu_s < 0.3, f"idle loop used {cpu_s:.2f} CPU s in 1 s"
+        general = socket.socket(fileno=os.dup(t.fds()[1]))
+        try:
+            with pytest.raises(BlockingIOError):
+                general.recvmsg(64, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+        finally:
+            general.close()
+    finally:
+        t.close()
