@@ -48,6 +48,8 @@ class DaemonOptions:
     to_stdout: bool = False
     json_log: bool = False
     grpc_address: str | None = None
+    # gRPC/metrics/state file (controlplane.services.control.ControlOptions); None: from grpc_address
+    control: Any = None
     # lab instrumentation: start the virtual clock with a deliberate error
     clock_offset_ns: int = 0
     clock_freq_ppb: float = 0.0  # the virtual oscillator's own error (stays under the servo's adjustments)
@@ -226,6 +228,40 @@ def _attach_dataplane(cfg: DaemonConfig, ifnames: dict[int, str]) -> Any:
     return dp
 
 
+def _control_options(opts: DaemonOptions) -> Any:
+    """The control services' options (checked now, before anything is opened), or None when off."""
+    from controlplane.services.control import ControlError, ControlOptions
+
+    co = opts.control if opts.control is not None else (
+        ControlOptions(grpc_address=opts.grpc_address) if opts.grpc_address is not None else None)
+    if co is None or not co.enabled:
+        return None
+    try:
+        co.check()
+    except ControlError as exc:
+        raise DaemonError(str(exc)) from None
+    return co
+
+
+def _control_services(co: Any, node: Any, ports: tuple[PortSpec, ...], dataplane: Any) -> Any:
+    from controlplane.services.control import ControlServices
+
+    core_clock = getattr(node, "clock", None)
+    if core_clock is None:
+        raise DaemonError("--grpc/--metrics/--state-file need the core's Clock (this node has none)")
+    return ControlServices(co, core_clock, {p.number: p.ifname for p in ports}, dataplane=dataplane,
+                           network_transport={p.ifname: NetworkTransport(p.network_protocol) for p in ports})
+
+
+async def _start_control(control: Any) -> None:
+    from controlplane.services.control import ControlError
+
+    try:
+        await control.start()
+    except ControlError as exc:
+        raise DaemonError(str(exc)) from None
+
+
 class Daemon:
     def __init__(self, opts: DaemonOptions, *, node_factory: Callable[[NodeSpec, random.Random], Node] | None = None) -> None:
         self.opts = opts
@@ -253,6 +289,8 @@ class Daemon:
             self.clock = VirtualClock(offset_ns=opts.clock_offset_ns, oscillator_error_ppb=opts.clock_freq_ppb,
                                       max_frequency_ppb=c.max_frequency)
         self.node_factory = node_factory or _node_factory()
+        self.control_opts = _control_options(opts)
+        self.control: Any = None  # ControlServices once built
         self.dataplane: Any = None
         self.runtime: Runtime | None = None
 
@@ -285,8 +323,13 @@ class Daemon:
                 ifnames = {p.number: p.ifname for p in ports}
                 self.dataplane = _attach_dataplane(self.config, ifnames)
                 writer = _DataplaneAdapter(self.dataplane, ifnames)
+            if self.control_opts is not None:
+                self.control = _control_services(self.control_opts, node, ports, self.dataplane)
             self.runtime = Runtime(node, self.transports, self.clock, dataplane=writer,
-                                   summary_interval=c.summary_interval, free_running=c.free_running)
+                                   summary_interval=c.summary_interval, free_running=c.free_running,
+                                   on_action=self.control.on_action if self.control is not None else None)
+            if self.control is not None:
+                self.control.runtime = self.runtime
         except BaseException:
             self.close()
             raise
@@ -323,10 +366,15 @@ class Daemon:
             loop.add_signal_handler(sig, stop.set)
         truth = asyncio.create_task(self._log_truth(stop)) if self.opts.lab_truth else None
         try:
-            await runtime.run_until(stop)
+            runtime.start()
+            if self.control is not None:
+                await _start_control(self.control)
+            await stop.wait()
         finally:
             if truth is not None:
                 truth.cancel()
+            if self.control is not None:
+                await self.control.stop()
             self.close()
             c = runtime.counters
             log.info("ptp-switch: stopped; rx %d (malformed %d, no stamp %d) tx %d (errors %d) faults %d",

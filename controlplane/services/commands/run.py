@@ -1,7 +1,8 @@
 """``ptp-switch run``: the daemon, with ptp4l's command line.
 
     ptp-switch run -i IF [-i IF ...] [-f CONFIG] [-2|-4|-6] [-E|-P] [-S|-H] [-s] [-m]
-                   [--clock-type OC|BC|E2E_TC|P2P_TC] [--grpc ADDR] [--json-log]
+                   [--clock-type OC|BC|E2E_TC|P2P_TC] [--json-log]
+                   [--grpc [ADDR]] [--metrics [ADDR]] [--state-file [PATH]] [--name NAME]
 
 Command-line options override the config file's [global] (per-interface sections still win).
 """
@@ -34,7 +35,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("-s", dest="slave_only", action="store_true", help="slave only")
     p.add_argument("-m", dest="stdout", action="store_true", help="print messages to stdout")
     p.add_argument("--clock-type", choices=["OC", "BC", "E2E_TC", "P2P_TC"], help="clock type (default OC, or BC with >1 port)")
-    p.add_argument("--grpc", metavar="ADDR", help="serve the gRPC API on ADDR (host:port)")
+    g = p.add_argument_group("control API (gRPC, metrics, persisted settings)")
+    g.add_argument("--grpc", metavar="ADDR", nargs="?", const="",
+                   help="serve the gRPC API: unix:/PATH (default /var/run/ptp-switch/NAME.sock) or HOST:PORT (needs TLS + token)")
+    g.add_argument("--grpc-tls-cert", metavar="PEM", help="TLS certificate for a TCP --grpc address")
+    g.add_argument("--grpc-tls-key", metavar="PEM", help="TLS private key for a TCP --grpc address")
+    g.add_argument("--grpc-token-file", metavar="FILE", help="bearer token clients must send (TCP --grpc address)")
+    g.add_argument("--grpc-allow-all-addresses", action="store_true", help="allow --grpc on 0.0.0.0/:: (refused otherwise)")
+    g.add_argument("--metrics", metavar="ADDR", nargs="?", const="",
+                   help="Prometheus text endpoint on HOST:PORT (default 127.0.0.1:9469; off unless given)")
+    g.add_argument("--metrics-allow-remote", action="store_true", help="allow a non-loopback --metrics address")
+    g.add_argument("--state-file", metavar="PATH", nargs="?", const="",
+                   help="where settings set with persist are kept and restored at start (default /var/lib/ptp-switch/NAME.state.json)")
+    g.add_argument("--name", default="ptp-switch", help="instance name for the default socket and state file (default %(default)s)")
     p.add_argument("--json-log", action="store_true", help="JSON log lines")
     p.add_argument("--uds", metavar="PATH", help="management UNIX socket (default uds_address, else /var/run/ptp-switch-PID)")
     p.add_argument("--clock-offset-ns", type=int, default=0, help=argparse.SUPPRESS)  # lab: deliberate initial error
@@ -87,8 +100,14 @@ def run(args: argparse.Namespace) -> int:
     if not args.stamping and not _file_stamping(args.config_file):
         # ptp4l defaults to hardware stamps; ptp-switch to software unless -H or the file asks
         overrides.append(("time_stamping", "software"))
+    from controlplane.services.control import ControlOptions
+
+    control = ControlOptions(grpc_address=args.grpc, grpc_tls_cert=args.grpc_tls_cert, grpc_tls_key=args.grpc_tls_key,
+                             grpc_token_file=args.grpc_token_file, grpc_allow_all_addresses=args.grpc_allow_all_addresses,
+                             metrics_address=args.metrics, metrics_allow_remote=args.metrics_allow_remote,
+                             state_file=args.state_file, name=args.name)
     opts = DaemonOptions(interfaces=tuple(args.interfaces), config_file=args.config_file, overrides=tuple(overrides),
-                         to_stdout=args.stdout, json_log=args.json_log, grpc_address=args.grpc,
+                         to_stdout=args.stdout, json_log=args.json_log, grpc_address=args.grpc, control=control,
                          clock_offset_ns=args.clock_offset_ns, clock_freq_ppb=args.clock_freq_ppb, seed=args.seed,
                          lab_truth=args.lab_truth)
     level = logging.DEBUG if args.verbose >= 2 else logging.INFO
