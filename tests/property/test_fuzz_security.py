@@ -133,7 +133,7 @@ def test_negotiation_flood_memory_is_bounded():
 # --- Announce floods -------------------------------------------------------------------------------
 @pytest.mark.xfail(strict=True, reason="Announce flood costs O(N) per message: core/bmca.py ForeignMasterTable.add "
                                        "calls prune() over every record on every Announce, so N forged senders "
-                                       "cost O(N^2) (measured: the 1200th-1500th distinct sender cost ~20x the first 300)")
+                                       "cost O(N^2) (measured: 150 Announces cost ~10x more after 3,700 senders than after 20)")
 def test_announce_flood_from_distinct_senders_costs_constant_per_message():
     import dataclasses as dc
     import time
@@ -153,7 +153,8 @@ def test_announce_flood_from_distinct_senders_costs_constant_per_message():
             clock.handle_message(1, m, None, 10**12 + i * 1000)       # 1000 Announces per ms
         return time.perf_counter() - t
 
-    first = flood(0, 300)
-    flood(300, 1200)
-    last = flood(1200, 1500)
-    assert last < 4 * first + 0.05, f"first 300: {first:.3f} s, last 300: {last:.3f} s"
+    flood(0, 20)                      # warm-up (lazy imports, caches)
+    first = min(flood(20, 170), flood(170, 320))
+    flood(320, 3700)
+    last = min(flood(3700, 3850), flood(3850, 4000))
+    assert last < 3 * first + 0.02, f"150 Announces: first {first:.3f} s, after 3,700 senders {last:.3f} s"
