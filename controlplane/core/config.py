@@ -289,6 +289,21 @@ OPTIONS: tuple[Option, ...] = (
     Option("unicast_master_table", "unicast_master_table", P, I, 0, 0, INT32_MAX, doc="table_id; 0 = none"),
     Option("unicast_req_duration", "unicast_req_duration", P, I, 3600, 10, INT32_MAX, doc="seconds"),
     Option("inhibit_multicast_service", "inhibit_multicast_service", P, B, False),
+    # --- unicast server policy (port; ptp-switch, not in ptp4l): what a unicast_listen port grants
+    Option("unicast_min_duration", "unicast_min_duration", P, I, 60, 1, INT32_MAX,
+           doc="ptp-switch: seconds; shorter requests are denied"),
+    Option("unicast_max_duration", "unicast_max_duration", P, I, 1000, 1, INT32_MAX,
+           doc="ptp-switch: seconds; longer requests get this duration"),
+    Option("unicast_max_clients", "unicast_max_clients", P, I, 10000, 0, INT32_MAX,
+           doc="ptp-switch: client addresses holding a grant"),
+    Option("unicast_allow", "unicast_allow", P, S, "",
+           doc="ptp-switch: client prefixes (comma/space separated); empty = everybody"),
+    Option("unicast_min_logSyncInterval", "unicast_min_log_sync_interval", P, I, -7, INT8_MIN, INT8_MAX,
+           doc="ptp-switch: fastest Sync rate granted (log2 s)"),
+    Option("unicast_min_logAnnounceInterval", "unicast_min_log_announce_interval", P, I, -3, INT8_MIN, INT8_MAX,
+           doc="ptp-switch: fastest Announce rate granted (log2 s)"),
+    Option("unicast_min_logMinDelayReqInterval", "unicast_min_log_min_delay_req_interval", P, I, -7, INT8_MIN, INT8_MAX,
+           doc="ptp-switch: fastest Delay_Resp rate granted (log2 s)"),
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
@@ -331,6 +346,13 @@ class PortConfig:
     unicast_master_table: int = 0
     unicast_req_duration: int = 3600
     inhibit_multicast_service: bool = False
+    unicast_min_duration: int = 60
+    unicast_max_duration: int = 1000
+    unicast_max_clients: int = 10000
+    unicast_allow: str = ""
+    unicast_min_log_sync_interval: int = -7
+    unicast_min_log_announce_interval: int = -3
+    unicast_min_log_min_delay_req_interval: int = -7
 
 
 @dataclass(frozen=True)
