@@ -260,6 +260,10 @@ def run_chain(
                 caps.stop()
                 result.hops = _analyse_captures(caps, spec)
             result.switches = _collect_switches(lab, spec, switch_handles, result.hops)
+            for sr in result.slaves:
+                if sr.samples and all(o == 0 and d == 0 for (_, o, d) in sr.samples):
+                    raise ChainError(f"{sr.name} logged offset 0 and path delay 0 on every sample (no valid delay "
+                                     "measurement, e.g. P2P without a peer delay): not a result")
             if keep_dir is not None:
                 keep_dir.mkdir(parents=True, exist_ok=True)
                 for f in workdir.glob("*"):
