@@ -181,7 +181,12 @@ def build_clock_node(spec: NodeSpec, rng: random.Random) -> ClockNode:
                       ptp_timescale=not spec.utc_timescale)
     except (CoreUsageError, ValueError) as exc:
         raise DaemonError(str(exc)) from None
-    return ClockNode(clock)
+    from controlplane.runtime.unicast_daemon import wrap_node  # 1588 ATR: unicast_listen / unicast_master_table
+
+    try:
+        return wrap_node(ClockNode(clock), clock, spec.config, [p.ifname for p in spec.ports], log=log)
+    except ValueError as exc:
+        raise DaemonError(str(exc)) from None
 
 
 def _node_factory() -> Callable[[NodeSpec, random.Random], Node]:
