@@ -18,6 +18,7 @@ import asyncio
 import ipaddress
 import logging
 import math
+import re
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -70,6 +71,15 @@ class _Writer:
         return "\n".join(self.lines) + "\n"
 
 
+_COUNTER_KEY = re.compile(r"^([A-Z][A-Z0-9_]*)_([a-z][a-z0-9_]*)$")
+
+
+def _counter_labels(key: str) -> dict[str, str]:
+    """The loader's flattened ``SYNC_corrected`` -> message_type SYNC, counter corrected."""
+    m = _COUNTER_KEY.match(key)
+    return {"message_type": m.group(1), "counter": m.group(2)} if m else {"message_type": "", "counter": key}
+
+
 def render(api: ControlApi) -> str:
     """The exposition text for the daemon behind ``api`` right now."""
     w = _Writer()
@@ -103,8 +113,9 @@ def render(api: ControlApi) -> str:
              [({"port": p.name}, p.peer_mean_path_delay_ns) for p in ports])
     w.family("ptp_switch_port_mean_path_delay_ns", "gauge", "The port's E2E mean path delay in nanoseconds.",
              [({"port": p.name}, p.mean_path_delay_ns) for p in ports])
-    w.family("ptp_switch_dataplane_total", "counter", "The eBPF dataplane's per-port counters (label counter).",
-             [({"port": p.name, "counter": k}, int(v)) for p in ports for k, v in sorted(p.dataplane_counters.items())])
+    w.family("ptp_switch_dataplane_total", "counter",
+             "The eBPF dataplane's per-port counters (labels message_type, counter; only message types seen).",
+             [({"port": p.name, **_counter_labels(k)}, int(v)) for p in ports for k, v in sorted(p.dataplane_counters.items())])
     counts: dict[tuple[str, str, str], int] = {}
     for g in grants:
         key = (g.port, g.role, _MTYPE.get(g.message_type, str(g.message_type)))
