@@ -21,7 +21,7 @@ from controlplane.core.unicast_client import ClientConfig
 from controlplane.core.unicast_service import UnicastService
 from controlplane.runtime.configfile import DaemonConfig
 
-_QUIET = {"renewed", "request", "ack_cancel_rx"}
+_QUIET = {"request", "ack_cancel_rx"}  # renewals stay visible (INFO): one line per grant period
 
 
 def server_policy(pc: PortConfig) -> ServerPolicy:
