@@ -53,7 +53,10 @@ class ControlOptions:
 
     @property
     def enabled(self) -> bool:
-        return any(v is not None for v in (self.grpc_address, self.metrics_address, self.state_file))
+        """Any control option given (a lone TLS/token/allow flag too: ``check`` then refuses it)."""
+        return any(v is not None for v in (self.grpc_address, self.metrics_address, self.state_file,
+                                           self.grpc_tls_cert, self.grpc_tls_key, self.grpc_token_file)) \
+            or self.grpc_allow_all_addresses or self.metrics_allow_remote
 
     @property
     def state_path(self) -> Path | None:
@@ -88,8 +91,8 @@ class ControlOptions:
                 if not self.grpc_token_file:
                     raise ControlError(f"--grpc {addr.target()}: TCP needs a bearer token (--grpc-token-file)")
                 self.token()
-        elif self.grpc_tls_cert or self.grpc_tls_key or self.grpc_token_file:
-            raise ControlError("--grpc-tls-cert/--grpc-tls-key/--grpc-token-file need --grpc")
+        elif self.grpc_tls_cert or self.grpc_tls_key or self.grpc_token_file or self.grpc_allow_all_addresses:
+            raise ControlError("--grpc-tls-cert/--grpc-tls-key/--grpc-token-file/--grpc-allow-all-addresses need --grpc")
         if self.metrics_address is not None:
             try:
                 metrics.parse_address(self.metrics_address or None, allow_remote=self.metrics_allow_remote)
