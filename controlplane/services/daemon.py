@@ -27,6 +27,7 @@ from controlplane.runtime.clock import ClockError, PhcClock, VirtualClock
 from controlplane.runtime.configfile import DaemonConfig, parse_config_text, read_config_file
 from controlplane.runtime.l2 import L2Transport
 from controlplane.runtime.loop import UDS_PORT, Node, Runtime
+from controlplane.runtime.rawudp import RawUdpV4Transport, RawUdpV6Transport, is_bridge_port
 from controlplane.runtime.transport import TimestampMode, Transport, TransportError
 from controlplane.runtime.uds import UdsTransport
 from controlplane.runtime.udp import UdpV4Transport, UdpV6Transport
@@ -105,6 +106,10 @@ def make_transport(ifname: str, protocol: NetworkTransport, stamping: TimeStampi
     mode = TimestampMode.HARDWARE if stamping == TimeStamping.HARDWARE else TimestampMode.SOFTWARE
     if protocol == NetworkTransport.L2:
         return L2Transport(ifname, timestamping=mode)
+    if is_bridge_port(ifname):  # IP sockets do not receive on an enslaved port: UDP over AF_PACKET
+        if protocol == NetworkTransport.UDPV6:
+            return RawUdpV6Transport(ifname, timestamping=mode, ttl=udp_ttl)
+        return RawUdpV4Transport(ifname, timestamping=mode, ttl=udp_ttl)
     if protocol == NetworkTransport.UDPV6:
         return UdpV6Transport(ifname, timestamping=mode, ttl=udp_ttl)
     return UdpV4Transport(ifname, timestamping=mode, ttl=udp_ttl)

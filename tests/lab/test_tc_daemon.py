@@ -3,9 +3,9 @@ switch namespace (shared lab, ``line-1``: gm -- [p1 br0 p2] -- sl) and runs the 
 ptp4l GM -> ptp-switch TC -> free-running ptp4l slave, whose offset is the end-to-end error.
 
 P2P: the daemon answers peer delay on every port (the slave's path delay is the link to the TC,
-not 0) and writes meanLinkDelay / rate ratio into the dataplane's maps. Over UDP that needs the
-daemon to receive on an enslaved bridge port, which its UDP sockets cannot (the bridge takes the
-frame before IP sees it): P2P over UDPv4/UDPv6 is a known gap (strict xfail).
+not 0) and writes meanLinkDelay / rate ratio into the dataplane's maps. Over UDP on an enslaved
+bridge port the daemon uses controlplane/runtime/rawudp.py (AF_PACKET; IP sockets never see frames
+the bridge takes).
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ pytestmark = [pytest.mark.slow]
 
 PTP_SWITCH = str(Path(sys.executable).with_name("ptp-switch"))
 SWITCH_COMMON = {k: v for k, v in p4.COMMON.items() if k not in ("free_running", "freq_est_interval")}
-UDP_P2P_GAP = pytest.mark.xfail(strict=True, reason="P2P_TC over UDP: the daemon's UDP sockets do not receive on enslaved bridge ports")
 
 
 @pytest.mark.parametrize("mode,transport", [
@@ -40,7 +39,8 @@ UDP_P2P_GAP = pytest.mark.xfail(strict=True, reason="P2P_TC over UDP: the daemon
     pytest.param("E2E_TC", "-6", id="E2E-UDPv6"),
     pytest.param("E2E_TC", "-2", id="E2E-L2"),
     pytest.param("P2P_TC", "-2", id="P2P-L2"),
-    pytest.param("P2P_TC", "-4", id="P2P-UDPv4", marks=UDP_P2P_GAP),
+    pytest.param("P2P_TC", "-4", id="P2P-UDPv4"),
+    pytest.param("P2P_TC", "-6", id="P2P-UDPv6"),
 ])
 def test_ptp4l_gm_through_ptp_switch_tc_to_ptp4l_slave(make_lab: Callable[..., Lab], mode: str, transport: str) -> None:
     lab = make_lab("line-1")  # bridge mode: p1, p2 enslaved to br0 in sw1
