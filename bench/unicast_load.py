@@ -2,8 +2,9 @@
 
     python -m bench.unicast_load [--steps 500,1000,2000,5000,10000] [--window 10] [--json out.json]
 
-Lab: the `direct` topology (gm -- sl, one veth). The server (controlplane.runtime.unicast_node,
-the same code the ATR lab tests run) runs in ``gm`` pinned to CPU 1 (``taskset``). The load
+Lab: the `direct` topology (gm -- sl, one veth). The server (``ptp-switch run`` with
+``unicast_listen 1``, the daemon the ATR lab tests run; ``--server standin`` runs the earlier stand-in
+loop controlplane.runtime.unicast_node instead) runs in ``gm`` pinned to CPU 1 (``taskset``). The load
 generator runs in ``sl``: every client is its own IPv4 source address out of 10.200.0.0/16 — the
 prefix is a local route on ``lo`` (AnyIP), so no address has to be added, and the server routes
 it via ``sl``'s address (one neighbour entry). One UDP socket per port sends each client's
@@ -36,6 +37,18 @@ from topologies import catalog
 from topologies.netns import Lab
 
 CLIENT_NET = ipaddress.ip_network("10.200.0.0/16")
+PTP_SWITCH = os.path.join(os.path.dirname(sys.executable), "ptp-switch")
+# the daemon as a unicast-only server (the same configuration a deployment would use)
+DAEMON_CFG = """[global]
+priority1 10
+logAnnounceInterval 0
+announceReceiptTimeout 2
+unicast_listen 1
+inhibit_multicast_service 1
+unicast_max_clients {max_clients}
+tx_timestamp_timeout 50
+uds_address {uds}
+"""
 IP_PKTINFO = 8
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -131,7 +144,7 @@ class Generator:
             self.pump(min(left, 0.1))
 
 
-def run(steps: list[int], window_s: float, duration_s: int) -> dict:
+def run(steps: list[int], window_s: float, duration_s: int, server: str = "daemon") -> dict:
     topo = catalog.get("direct")
     results = []
     with Lab(topo) as lab:
@@ -143,11 +156,17 @@ def run(steps: list[int], window_s: float, duration_s: int) -> dict:
             for n in steps:
                 log = lab.workdir / f"server-{n}.json"
                 log.parent.mkdir(parents=True, exist_ok=True)
-                proc = lab.popen("gm", ["taskset", "-c", "1", sys.executable, "-m", "controlplane.runtime.unicast_node",
-                                        "server", "--iface", "eth0", "--quiet", "--max-clients", str(n + 10),
-                                        "--status-interval", "5"],
+                if server == "daemon":
+                    cfg = lab.workdir / f"server-{n}.cfg"
+                    cfg.write_text(DAEMON_CFG.format(max_clients=n + 10, uds=lab.uds_path("gm", f"load{n}")))
+                    argv = [PTP_SWITCH, "run", "-S", "-4", "-f", str(cfg), "-i", "eth0"]
+                else:  # the stand-in loop the daemon's unicast service replaced (kept for comparison)
+                    argv = [sys.executable, "-m", "controlplane.runtime.unicast_node", "server", "--iface", "eth0",
+                            "--quiet", "--max-clients", str(n + 10), "--status-interval", "5"]
+                proc = lab.popen("gm", ["taskset", "-c", "1", *argv],
                                  stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=os.getcwd())
-                time.sleep(1.0)
+                # the daemon's port serves once MASTER (announce receipt timeout 2 x 1 s from LISTENING)
+                time.sleep(4.0 if server == "daemon" else 1.0)
                 gen.grants.clear()
                 gen.sync_rx.clear()
                 t0 = time.monotonic()
@@ -195,6 +214,7 @@ def run(steps: list[int], window_s: float, duration_s: int) -> dict:
         "steps": results,
         "max_clients_under_0.1pct_missed": best["clients"] if best else 0,
         "cpu_pct_per_1000_clients_at_max": best["cpu_pct_per_1000_clients"] if best else None,
+        "server": server,
         "note": "server pinned to one CPU (taskset -c 1); 1 Sync/s (+Follow_Up) per client; software timestamps",
     }
 
@@ -205,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=float, default=10.0)
     p.add_argument("--duration", type=int, default=300, help="requested grant duration, s")
     p.add_argument("--json", help="write the result here too")
+    p.add_argument("--server", choices=["daemon", "standin"], default="daemon",
+                   help="ptp-switch run (default) or the old stand-in loop (controlplane.runtime.unicast_node)")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
         print("bench.unicast_load needs root (network namespaces)", file=sys.stderr)
@@ -213,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(n < 1 or n > 60000 for n in steps):
         print("steps must be 1..60000 clients", file=sys.stderr)
         return 2
-    result = run(steps, args.window, args.duration)
+    result = run(steps, args.window, args.duration, args.server)
     print(json.dumps(result, indent=2))
     if args.json:
         with open(args.json, "w") as f:
