@@ -347,6 +347,7 @@ def random_frame(rng: random.Random) -> bytes:
 LO, PEER = 1, 7                    # egress device for tc runs must exist (lo); PEER is only a number
 SLOT = {LO: 0, PEER: 1}
 RES_NS = 300_000                   # seeded residence
+STALE_AGE_NS = 1_000_000_000       # the fuzzer's stale age (the maps' maximum)
 P2P_DROP = (PDELAY_REQ, PDELAY_RESP, PDELAY_RESP_FU, DELAY_REQ)
 COUNTERS = ("rx", "tx", "corrected", "two_step_stored", "two_step_matched", "two_step_missed", "two_step_late",
             "malformed", "stale", "dropped", "no_ingress", "filtered", "local", "trailer", "priority_set", "error")
@@ -406,7 +407,10 @@ class DataplaneFuzzer:
                              mean_link_delay_ns=cfg.link_ns if cfg.mode == "p2p" else 0.0,
                              delay_asymmetry_ns=cfg.asym_ns if cfg.mode == "p2p" else 0.0),
         }
-        self.glob = GlobalConfig(domain=cfg.domain, two_step_tc=cfg.two_step_tc, egress_priority=cfg.egress_priority)
+        # the longest stale age the maps take: a seeded stamp turns stale only if this process stalls
+        # for a second between seeding and the egress run (checked per frame below)
+        self.glob = GlobalConfig(domain=cfg.domain, two_step_tc=cfg.two_step_tc, egress_priority=cfg.egress_priority,
+                                 stale_age_ns=STALE_AGE_NS)
         self.maps.clear_state()
         self.maps.reset_counters()
         self.maps.set_global(self.glob)
@@ -527,6 +531,10 @@ class DataplaneFuzzer:
         t1 = mono_ns()
         self.last_out = r.data
 
+        if seeded_t is not None and t1 - seeded_t >= self.stale_ns:
+            self._fail(label, frame, f"harness stalled {(t1 - seeded_t) / 1e9:.2f} s between seeding and egress: "
+                                     "the stamp may have gone stale (machine overloaded), result not judged")
+            return
         # ---- the model --------------------------------------------------------------------------
         verdict, prio, add = TC_ACT_OK, 0, None     # add: (lo, hi) scaled ns expected in correctionField
         if ref.kind == BAD:

@@ -4,8 +4,10 @@ offset is its error (one kernel clock). One lab, phases in sequence, each with t
 |offset| and the time until it reports offsets again (re-lock), bounded generously:
 
   baseline      steady state
-  loss30        30 % of frames dropped both ways on the slave's link (no netem here: a cls_bpf
-                program using bpf_get_prandom_u32 on the slave's interface, ingress and egress)
+  loss30        30 % of frames dropped both ways on the switch port toward the slave (no netem
+                here: a cls_bpf program using bpf_get_prandom_u32 at p2's tc ingress and egress, before
+                the dataplane's filter). Dropping at the slave's own egress instead makes ptp4l miss
+                its Delay_Req TX timestamp and go FAULTY for 16 s: measured, not a ptp-switch effect
   daemon_kill   the ptp-switch daemon SIGKILLed: the kernel keeps its programs attached, so the
                 slave must keep getting corrected Syncs with no gap; then the daemon restarted
   link_flap     sw1's port toward the slave down for 4 s, then up
@@ -49,7 +51,8 @@ LOSS_C = """
 #include <uapi/linux/pkt_cls.h>
 int loss(struct __sk_buff *skb)
 {
-	return bpf_get_prandom_u32() % 100 < LOSS_PCT ? TC_ACT_SHOT : TC_ACT_OK;
+	/* UNSPEC passes the frame on to the next filter (the dataplane's tc program on this port) */
+	return bpf_get_prandom_u32() % 100 < LOSS_PCT ? TC_ACT_SHOT : TC_ACT_UNSPEC;
 }
 """
 
@@ -64,9 +67,11 @@ class Loss:
         self.fd = self.bpf.load_func("loss", BPF.SCHED_CLS).fd
         self.ipr = lab.ipr(node)
         self.idx = self.ipr.link_lookup(ifname=ifname)[0]
+        self.own_clsact = False
         try:
             self.ipr.tc("add", "clsact", self.idx)
-        except Exception:  # noqa: BLE001 - already there
+            self.own_clsact = True
+        except Exception:  # noqa: BLE001 - already there (the dataplane's)
             pass
         for parent in (0xFFFFFFF2, 0xFFFFFFF3):
             self.ipr.tc("add-filter", "bpf", self.idx, 1, fd=self.fd, name="pts_loss", parent=parent, prio=1,
@@ -78,10 +83,11 @@ class Loss:
                 self.ipr.tc("del-filter", "bpf", self.idx, 1, parent=parent, prio=1, protocol=0x0003)
             except Exception:  # noqa: BLE001
                 pass
-        try:
-            self.ipr.tc("del", "clsact", self.idx)
-        except Exception:  # noqa: BLE001
-            pass
+        if self.own_clsact:
+            try:
+                self.ipr.tc("del", "clsact", self.idx)
+            except Exception:  # noqa: BLE001
+                pass
         self.bpf.cleanup()
 
 
@@ -140,7 +146,7 @@ def test_faults_gm_daemon_link_loss(make_lab):
 
         # 30 % loss both ways on the slave's link
         t = now()
-        loss = Loss(lab, "sl", lab.ifname("sl", "sw1"), LOSS_PCT)
+        loss = Loss(lab, "sw1", "p2", LOSS_PCT)
         time.sleep(16)
         loss.remove()
         loss = None
@@ -211,7 +217,7 @@ def test_faults_gm_daemon_link_loss(make_lab):
     # ptp4l logs one offset per second here (1 Hz samples)
     assert base["samples"] >= 6 and base["max_abs_offset_ns"] < STEADY_MAX_NS, base
     # 30 % loss each way: what the slave reports is bounded; once the loss ends it recovers
-    assert lossd["max_abs_offset_ns"] is None or lossd["max_abs_offset_ns"] < STEADY_MAX_NS, lossd
+    assert lossd["samples"] >= 3 and lossd["max_abs_offset_ns"] < STEADY_MAX_NS and lossd["max_gap_s"] < 10, lossd
     assert after_loss["relock_s"] is not None and after_loss["relock_s"] < 12, after_loss
     # the control plane is down but the kernel keeps correcting: no gap, same bounds
     assert down["samples"] >= 6 and down["max_abs_offset_ns"] < STEADY_MAX_NS and down["max_gap_s"] < 2.5, down
