@@ -133,7 +133,7 @@ def test_negotiation_flood_memory_is_bounded():
 # --- Announce floods -------------------------------------------------------------------------------
 @pytest.mark.xfail(strict=True, reason="Announce flood costs O(N) per message: core/bmca.py ForeignMasterTable.add "
                                        "calls prune() over every record on every Announce, so N forged senders "
-                                       "cost O(N^2) (measured: 150 Announces cost ~10x more after 3,700 senders than after 20)")
+                                       "cost O(N^2) (measured: 150 Announces cost ~25x more after 3,700 senders than after 20)")
 def test_announce_flood_from_distinct_senders_costs_constant_per_message():
     import dataclasses as dc
     import time
