@@ -192,7 +192,24 @@ def _rx_packets(lab, node: str, ifname: str) -> int:
     return int(out.stdout.strip())
 
 
-MODES = {"bridge": None, "bridge+ebpf(tc ingress)": "tc", "bridge+ebpf(xdp ingress)": "xdp"}
+MODES = {"bridge": None, "bridge+ebpf (xdp ingress: default)": "xdp", "bridge+ebpf (tc ingress)": "tc",
+         "bridge+empty XDP program (control)": "empty-xdp"}
+
+
+def _empty_xdp(lab, ports: list[str], fd: int | None):
+    """Attach (fd) or remove (None) an empty XDP program: the cost of the hook itself on veth."""
+    from dataplane import loader as L
+
+    def do() -> None:
+        with L._ipr() as ipr:
+            for p in ports:
+                idx = L._ifindex(ipr, p)
+                if fd is None:
+                    L._xdp_detach(ipr, idx)
+                else:
+                    L._xdp_attach(ipr, idx, fd, L.XDP_FLAGS_DRV_MODE)
+
+    lab.in_node("sw1", do)
 
 
 def measure_throughput(duration_s: float = 3.0, reps: int = 5, sizes: tuple[int, ...] = (64, 1400),
@@ -216,6 +233,7 @@ def measure_throughput(duration_s: float = 3.0, reps: int = 5, sizes: tuple[int,
         if not lab.ping("h1", "h2"):
             raise RuntimeError("no connectivity h1 -> h2 through the bridge")
         dp = Dataplane(list(lab.switch_ports("sw1")), pin=False)
+        empty, empty_fd, _ = _empty_programs()
         try:
             dp.load()
             for size in sizes:
@@ -224,7 +242,9 @@ def measure_throughput(duration_s: float = 3.0, reps: int = 5, sizes: tuple[int,
                     order = list(modes[rep % len(modes):]) + list(modes[:rep % len(modes)])
                     for mode in order:
                         hook = MODES[mode]
-                        if hook:
+                        if hook == "empty-xdp":
+                            _empty_xdp(lab, list(lab.switch_ports("sw1")), empty_fd)
+                        elif hook:
                             dp.ingress_hook = hook
                             lab.in_node("sw1", dp.attach)
                         try:
@@ -232,7 +252,9 @@ def measure_throughput(duration_s: float = 3.0, reps: int = 5, sizes: tuple[int,
                             out = lab.run("h1", [exe, dst, "5001", str(size), str(duration_s)], timeout=duration_s + 30, check=True)
                             after = _rx_packets(lab, "h2", h2_if)
                         finally:
-                            if hook:
+                            if hook == "empty-xdp":
+                                _empty_xdp(lab, list(lab.switch_ports("sw1")), None)
+                            elif hook:
                                 lab.in_node("sw1", lambda: dp.detach(unload=False))
                         el = float(out.stdout.split()[2])
                         res[mode].append((after - before) / el)
@@ -249,6 +271,7 @@ def measure_throughput(duration_s: float = 3.0, reps: int = 5, sizes: tuple[int,
                                                         + statistics.variance(res["bridge"]) / len(res["bridge"])) / base * 100, 2)})
         finally:
             lab.in_node("sw1", dp.detach)
+            empty.cleanup()
             sink.close()
     return {"rows": rows}
 
@@ -401,7 +424,10 @@ def summarize_residence(samples: list[ResidenceSample], sent: int) -> list[dict[
     return rows
 
 
-def measure_residence(duration_s: float = 20.0, transports: tuple[str, ...] = ("udp4", "l2")) -> dict[str, Any]:
+RESIDENCE_CASES = (("xdp", "udp4"), ("xdp", "l2"), ("tc", "udp4"))      # (ingress hook, transport)
+
+
+def measure_residence(duration_s: float = 20.0, cases: tuple[tuple[str, str], ...] = RESIDENCE_CASES) -> dict[str, Any]:
     from dataplane.loader import Dataplane
     from topologies import catalog
     from topologies.netns import Lab
@@ -411,12 +437,17 @@ def measure_residence(duration_s: float = 20.0, transports: tuple[str, ...] = ("
     rows: list[dict[str, Any]] = []
     with Lab(catalog.parse(RESIDENCE_TOPOLOGY, name="dp-residence")) as lab:
         dp = Dataplane(list(lab.switch_ports("sw1")), pin=False)
-        lab.in_node("sw1", dp.attach)
         try:
-            for tr in transports:
-                samples = residence_run(lab, count=count, interval_s=interval_s, transport=tr)
+            for hook, tr in cases:
+                dp.ingress_hook = hook
+                lab.in_node("sw1", dp.attach)
+                try:
+                    samples = residence_run(lab, count=count, interval_s=interval_s, transport=tr)
+                finally:
+                    lab.in_node("sw1", lambda: dp.detach(unload=False))
                 for r in summarize_residence(samples, count):
                     r["transport"] = tr
+                    r["ingress_hook"] = hook
                     r["port_to"] = {lab.ifname("sw1", "sl"): "sl (queue inside)", lab.ifname("sw1", "sl2"): "sl2 (no queue)"}.get(r["egress_port"], "?")
                     rows.append(r)
         finally:
@@ -429,8 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="write JSON here (default stdout)")
     ap.add_argument("--repeat", type=int, default=200_000, help="BPF_PROG_TEST_RUN repeat (cost)")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (cost)")
-    ap.add_argument("--duration", type=float, default=3.0, help="seconds per throughput repetition")
-    ap.add_argument("--reps", type=int, default=6, help="repetitions per throughput mode")
+    ap.add_argument("--duration", type=float, default=1.5, help="seconds per throughput repetition")
+    ap.add_argument("--reps", type=int, default=10, help="repetitions per throughput mode (modes interleaved)")
     ap.add_argument("--only", default="cost,throughput,residence", help="comma-separated sections")
     args = ap.parse_args(argv)
     only = {s.strip() for s in args.only.split(",") if s.strip()}

@@ -217,3 +217,52 @@ def map_fd_by_id(map_id: int) -> tuple[int, str]:
     size = ctypes.c_uint32(ctypes.sizeof(info))
     _check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), f"info of map fd {fd}")
     return fd, info.name.decode(errors="replace")
+
+
+# --- tcx (kernel >= 6.6): BPF programs attached at the tc hooks without a qdisc or classifier -----
+BPF_TCX_INGRESS = 46
+BPF_TCX_EGRESS = 47
+BPF_F_REPLACE = 1 << 2
+
+
+class _ProgAttachOpts(ctypes.Structure):
+    """struct bpf_prog_attach_opts as libbpf 1.1 knows it (sz, flags, replace_prog_fd)."""
+
+    _fields_ = [("sz", ctypes.c_size_t), ("flags", ctypes.c_uint), ("replace_prog_fd", ctypes.c_int)]
+
+
+def prog_attach(prog_fd: int, ifindex: int, attach_type: int, replace_fd: int | None = None) -> None:
+    """BPF_PROG_ATTACH to an interface's tcx hook (survives the process); ``replace_fd``: swap that
+    attached program for this one atomically (BPF_F_REPLACE)."""
+    so = lib()
+    so.bpf_prog_attach_opts.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.POINTER(_ProgAttachOpts)]
+    opts = _ProgAttachOpts(sz=ctypes.sizeof(_ProgAttachOpts))
+    if replace_fd is not None:
+        opts.flags, opts.replace_prog_fd = BPF_F_REPLACE, replace_fd
+    _check(so.bpf_prog_attach_opts(prog_fd, ifindex, attach_type, ctypes.byref(opts)),
+           f"attach prog fd {prog_fd} to ifindex {ifindex} (type {attach_type})")
+
+
+def prog_detach(prog_fd: int, ifindex: int, attach_type: int) -> None:
+    so = lib()
+    so.bpf_prog_detach2.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    _check(so.bpf_prog_detach2(prog_fd, ifindex, attach_type), f"detach prog fd {prog_fd} from ifindex {ifindex}")
+
+
+def prog_query(ifindex: int, attach_type: int) -> list[int]:
+    """Ids of the programs attached to an interface's hook ([] when none or unsupported)."""
+    so = lib()
+    so.bpf_prog_query.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(ctypes.c_uint32),
+                                  ctypes.POINTER(ctypes.c_uint32), ctypes.POINTER(ctypes.c_uint32)]
+    ids = (ctypes.c_uint32 * 64)()
+    flags, cnt = ctypes.c_uint32(), ctypes.c_uint32(64)
+    if so.bpf_prog_query(ifindex, attach_type, 0, ctypes.byref(flags), ids, ctypes.byref(cnt)) < 0:
+        return []
+    return [int(ids[i]) for i in range(min(cnt.value, 64))]
+
+
+def prog_name(fd: int) -> str:
+    info = _ProgInfoFull()
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    _check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), f"info of prog fd {fd}")
+    return info.name.decode(errors="replace")

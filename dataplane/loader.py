@@ -232,6 +232,7 @@ class PortState:
     ifindex: int
     slot: int
     ingress_hook: str = ""      # "xdp" or "tc"
+    tc_api: str = ""            # "tcx" (kernel >= 6.6) or "clsact" (cls_bpf filter)
 
 
 @dataclass
@@ -245,7 +246,7 @@ class Dataplane:
     two_step_tc: bool = False
     stale_age_ns: int = DEFAULT_STALE_AGE_NS
     egress_priority: int = DEFAULT_EGRESS_PRIORITY
-    ingress_hook: str = "auto"        # "auto" (XDP, else tc), "xdp", "tc"
+    ingress_hook: str = "auto"        # "auto" (XDP, tc if XDP does not attach), "xdp", "tc"
     pin: bool = True
     ports: dict[str, PortState] = field(default_factory=dict, init=False)
     maps: DataplaneMaps | None = field(default=None, init=False)
@@ -303,13 +304,18 @@ class Dataplane:
         if self.pin:
             self._pin()
         log.info("dataplane attached (%s) on %s", self.mode,
-                 ", ".join(f"{p.ifname}[{p.ingress_hook}+tc]" for p in self.ports.values()))
+                 ", ".join(f"{p.ifname}[{p.ingress_hook}+{p.tc_api} egress]" for p in self.ports.values()))
         return self
 
     def _attach_port(self, ipr, st: PortState) -> None:
         # a previous run may have left a tc-ingress program: remove ours before choosing
         _tc_detach(ipr, st.ifindex, CLSACT_INGRESS)
-        if self.ingress_hook in ("auto", "xdp"):
+        _tcx_detach(st.ifindex, libbpf.BPF_TCX_INGRESS, "tc_ingress")
+        # XDP is the earliest stamp (on veth: before the backlog queue that a tc-ingress stamp would
+        # miss, ~9 us in the lab) but costs bulk throughput there (veth copies skbs into xdp_buffs):
+        # README, Dataplane. "tc" trades that accuracy for throughput.
+        hook = "xdp" if self.ingress_hook == "auto" else self.ingress_hook
+        if hook == "xdp":
             try:
                 _xdp_attach(ipr, st.ifindex, self.prog_fds["xdp_ingress"], XDP_FLAGS_DRV_MODE)
                 st.ingress_hook = "xdp"
@@ -318,10 +324,11 @@ class Dataplane:
                     raise DataplaneError(f"{st.ifname}: XDP does not attach ({exc})") from exc
                 log.warning("%s: XDP does not attach (%s); stamping at tc ingress instead", st.ifname, exc)
         if not st.ingress_hook:
-            _xdp_detach(ipr, st.ifindex)
-            _tc_attach(ipr, st.ifindex, CLSACT_INGRESS, self.prog_fds["tc_ingress"], TC_NAME_INGRESS)
+            if _xdp_is_ours(ipr, st.ifindex):
+                _xdp_detach(ipr, st.ifindex)
+            _hook_attach(ipr, st.ifindex, ingress=True, fd=self.prog_fds["tc_ingress"])
             st.ingress_hook = "tc"
-        _tc_attach(ipr, st.ifindex, CLSACT_EGRESS, self.prog_fds["tc_egress"], TC_NAME_EGRESS)
+        st.tc_api = _hook_attach(ipr, st.ifindex, ingress=False, fd=self.prog_fds["tc_egress"])
 
     def _detach_ports(self, ipr) -> None:
         for st in self.ports.values():
@@ -400,15 +407,17 @@ class Dataplane:
             raise DataplaneError("no interfaces given")
         with _ipr() as ipr:
             indexes = {name: _ifindex(ipr, name) for name in ifaces}
-            egress = {name: _tc_prog_id(ipr, idx, CLSACT_EGRESS, TC_NAME_EGRESS) for name, idx in indexes.items()}
+            egress = {name: _egress_prog_id(ipr, idx) for name, idx in indexes.items()}
             missing = [n for n, pid in egress.items() if pid is None]
             if missing:
                 raise DataplaneError(f"no ptp-switch dataplane attached on {missing}: nothing to adopt")
             if len(set(egress.values())) != 1:
                 raise DataplaneError(f"these interfaces belong to different dataplane instances: {egress}")
-            hooks = {name: "xdp" if _xdp_prog_id(ipr, idx) else "tc" for name, idx in indexes.items()}
-            xdp_id = next((_xdp_prog_id(ipr, idx) for idx in indexes.values() if _xdp_prog_id(ipr, idx)), None)
-            tci_id = next((i for i in (_tc_prog_id(ipr, idx, CLSACT_INGRESS, TC_NAME_INGRESS) for idx in indexes.values()) if i), None)
+            hooks = {name: "xdp" if _xdp_is_ours(ipr, idx) else "tc" for name, idx in indexes.items()}
+            xdp_id = next((_xdp_prog_id(ipr, idx) for idx in indexes.values() if _xdp_is_ours(ipr, idx)), None)
+            tci_id = next((i for i in (_tc_ingress_prog_id(ipr, idx) for idx in indexes.values()) if i), None)
+            apis = {name: "tcx" if _tcx_ours(idx, libbpf.BPF_TCX_EGRESS, "tc_egress") else "clsact"
+                    for name, idx in indexes.items()}
         egress_id = next(iter(egress.values()))
         fds, prog_fds, source = _open_from_pins(egress_id)
         if fds is None:
@@ -439,7 +448,8 @@ class Dataplane:
                  two_step_tc=g.two_step_tc, stale_age_ns=g.stale_age_ns, egress_priority=g.egress_priority, pin=pin)
         dp._adopted = True
         dp.maps, dp.prog_fds = maps, prog_fds
-        dp.ports = {name: PortState(name, idx, cfgs[name].slot, hooks[name]) for name, idx in indexes.items()}  # type: ignore[union-attr]
+        dp.ports = {name: PortState(name, idx, cfgs[name].slot, hooks[name], apis[name])  # type: ignore[union-attr]
+                    for name, idx in indexes.items()}
         if pin:
             dp._pin()
         log.info("dataplane adopted from %s on %s", source, ", ".join(ifaces))
@@ -482,10 +492,15 @@ def set_port_config(maps: DataplaneMaps, ifindex: int, **changes) -> PortConfig:
 
 
 def detach_interface(ipr, ifindex: int) -> list[str]:
-    """Remove ptp-switch's programs from one interface (XDP, our two tc filters, an emptied clsact)."""
+    """Remove ptp-switch's programs from one interface (our XDP, tcx and clsact programs, an emptied
+    clsact qdisc). Programs of others stay."""
     removed = []
-    if _xdp_prog_id(ipr, ifindex) is not None and _xdp_detach(ipr, ifindex):
+    if _xdp_is_ours(ipr, ifindex) and _xdp_detach(ipr, ifindex):
         removed.append("xdp")
+    if _tcx_detach(ifindex, libbpf.BPF_TCX_INGRESS, "tc_ingress"):
+        removed.append("tcx-ingress")
+    if _tcx_detach(ifindex, libbpf.BPF_TCX_EGRESS, "tc_egress"):
+        removed.append("tcx-egress")
     if _tc_detach(ipr, ifindex, CLSACT_INGRESS):
         removed.append("tc-ingress")
     if _tc_detach(ipr, ifindex, CLSACT_EGRESS):
@@ -498,8 +513,95 @@ def detach_interface(ipr, ifindex: int) -> list[str]:
     return removed
 
 
+# --- tcx (kernel >= 6.6) with clsact + cls_bpf as the fallback ------------------------------------
+def _prog_name_by_id(pid: int) -> str | None:
+    try:
+        fd = libbpf.prog_fd_by_id(pid)
+    except libbpf.BpfError:
+        return None
+    try:
+        return libbpf.prog_name(fd)
+    finally:
+        os.close(fd)
+
+
+def _xdp_is_ours(ipr, ifindex: int) -> bool:
+    pid = _xdp_prog_id(ipr, ifindex)
+    return pid is not None and _prog_name_by_id(pid) == "xdp_ingress"
+
+
+def _tcx_ours(ifindex: int, attach_type: int, name: str) -> list[int]:
+    """Ids of our program ``name`` (BCC names programs after their function) on a tcx hook."""
+    return [pid for pid in libbpf.prog_query(ifindex, attach_type) if _prog_name_by_id(pid) == name]
+
+
+def _tcx_detach(ifindex: int, attach_type: int, name: str) -> bool:
+    done = False
+    for pid in _tcx_ours(ifindex, attach_type, name):
+        try:
+            fd = libbpf.prog_fd_by_id(pid)
+        except libbpf.BpfError:
+            continue
+        try:
+            libbpf.prog_detach(fd, ifindex, attach_type)
+            done = True
+        except libbpf.BpfError:
+            pass
+        finally:
+            os.close(fd)
+    return done
+
+
+def _hook_attach(ipr, ifindex: int, *, ingress: bool, fd: int) -> str:
+    """Attach at the tc hook: tcx (no qdisc, no classifier walk), replacing our previous program
+    atomically; on kernels without tcx, a cls_bpf filter in clsact. Returns "tcx" or "clsact"."""
+    atype = libbpf.BPF_TCX_INGRESS if ingress else libbpf.BPF_TCX_EGRESS
+    name = "tc_ingress" if ingress else "tc_egress"
+    parent = CLSACT_INGRESS if ingress else CLSACT_EGRESS
+    old = [pid for pid in _tcx_ours(ifindex, atype, name) if pid != libbpf.prog_id(fd)]
+    try:
+        if libbpf.prog_id(fd) in libbpf.prog_query(ifindex, atype):
+            pass                                            # this very program is attached already
+        elif old:
+            ofd = libbpf.prog_fd_by_id(old.pop(0))
+            try:
+                libbpf.prog_attach(fd, ifindex, atype, replace_fd=ofd)
+            finally:
+                os.close(ofd)
+        else:
+            libbpf.prog_attach(fd, ifindex, atype)
+    except libbpf.BpfError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP, 524):     # 524: the kernel's ENOTSUPP
+            raise DataplaneError(f"cannot attach {name} (tcx) on ifindex {ifindex}: {exc}") from exc
+        log.info("tcx unavailable (%s): using clsact for %s on ifindex %d", exc, name, ifindex)
+        _tc_attach(ipr, ifindex, parent, fd, TC_NAME_INGRESS if ingress else TC_NAME_EGRESS)
+        return "clsact"
+    for pid in old:                                         # more than one of ours: keep one
+        try:
+            ofd = libbpf.prog_fd_by_id(pid)
+            try:
+                libbpf.prog_detach(ofd, ifindex, atype)
+            finally:
+                os.close(ofd)
+        except libbpf.BpfError:
+            pass
+    _tc_detach(ipr, ifindex, parent)                      # never run twice (an old clsact filter of ours)
+    try:
+        if _clsact_empty(ipr, ifindex):
+            ipr.tc("del", "clsact", ifindex)
+    except Exception:
+        pass
+    return "tcx"
+
+
 def _egress_prog_id(ipr, ifindex: int) -> int | None:
-    return _tc_prog_id(ipr, ifindex, CLSACT_EGRESS, TC_NAME_EGRESS)
+    ours = _tcx_ours(ifindex, libbpf.BPF_TCX_EGRESS, "tc_egress")
+    return ours[0] if ours else _tc_prog_id(ipr, ifindex, CLSACT_EGRESS, TC_NAME_EGRESS)
+
+
+def _tc_ingress_prog_id(ipr, ifindex: int) -> int | None:
+    ours = _tcx_ours(ifindex, libbpf.BPF_TCX_INGRESS, "tc_ingress")
+    return ours[0] if ours else _tc_prog_id(ipr, ifindex, CLSACT_INGRESS, TC_NAME_INGRESS)
 
 
 def _tc_prog_id(ipr, ifindex: int, parent: int, name: str) -> int | None:
