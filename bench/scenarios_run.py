@@ -23,19 +23,11 @@ from typing import Any, Callable
 
 from bench.report import Stats, summarize
 from bench.scenarios import LINUXPTP_CLOCK_TYPE, PTPS_CLOCK_TYPE, ChainSpec, Impl
+from topologies.ptp4l import COMMON, parse_offsets
 
-# the ANCHORS.md recipe: 8/s Sync and delay requests, 1 s announce, 3 s receipt timeout
-_COMMON = {
-    "logSyncInterval": "-3",
-    "logMinDelayReqInterval": "-3",
-    "logMinPdelayReqInterval": "-3",
-    "logAnnounceInterval": "0",
-    "announceReceiptTimeout": "3",
-    "tx_timestamp_timeout": "50",
-    "free_running": "1",
-    "freq_est_interval": "0",
-    "summary_interval": "-3",
-}
+# the ANCHORS.md recipe (8/s Sync and delay requests, 1 s announce, 3 s receipt timeout, free_running 1):
+# topologies.ptp4l.COMMON, the same option set the lab tests use
+_COMMON = dict(COMMON)
 
 
 class ChainError(RuntimeError):
@@ -122,30 +114,6 @@ def ptp4l_config(role: str, spec: ChainSpec, uds_address: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _offset_line(line: str) -> tuple[int, int] | None:
-    """(offset_ns, path_delay_ns) from a ptp4l 'master offset' line, else None."""
-    # ptp4l[12.345]: master offset        -89 s0 freq      +0 path delay      2784
-    if "master offset" not in line or "path delay" not in line:
-        return None
-    try:
-        parts = line.split("master offset", 1)[1].split()
-        off = int(parts[0])
-        delay = int(line.rsplit("path delay", 1)[1].split()[0])
-    except (ValueError, IndexError):
-        return None
-    return off, delay
-
-
-def _line_time_s(line: str) -> float | None:
-    """The CLOCK_MONOTONIC seconds ptp4l prints as ``ptp4l[123.456]:``."""
-    if not line.startswith("ptp4l[") or "]" not in line:
-        return None
-    try:
-        return float(line[6 : line.index("]")])
-    except ValueError:
-        return None
-
-
 class _LogTail:
     """Incrementally read a ptp4l log file; collect offsets with the host's receive time."""
 
@@ -165,12 +133,9 @@ class _LogTail:
             return
         self.buf += data.decode(errors="replace")
         *lines, self.buf = self.buf.split("\n")
-        now = time.monotonic()
-        for line in lines:
-            parsed = _offset_line(line)
-            if parsed is not None:
-                t = _line_time_s(line)  # ptp4l's own CLOCK_MONOTONIC stamp, as time.monotonic()
-                self.offsets.append((now if t is None else t, parsed[0], parsed[1]))
+        # the project's one ptp4l log parser; t_s is ptp4l's own CLOCK_MONOTONIC stamp (= time.monotonic())
+        for sample in parse_offsets("\n".join(lines)):
+            self.offsets.append((sample.t_s, sample.offset_ns, sample.path_delay_ns))
 
     def tail(self, n: int = 5) -> str:
         try:
