@@ -120,6 +120,16 @@ class Column:
 
 
 @dataclass
+class Table:
+    """A further table of a section (a section's main table is its own columns/rows)."""
+
+    title: str
+    columns: list[Column] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Section:
     number: int
     title: str
@@ -130,6 +140,7 @@ class Section:
     commands: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
+    tables: list[Table] = field(default_factory=list)  # further tables, rendered after the main one
 
     def check(self) -> None:
         if self.status not in _STATUSES:
@@ -145,6 +156,14 @@ class Section:
             unknown = set(row) - keys - {"reason", "extra"}
             if unknown:
                 raise ReportError(f"section {self.number} row {i}: keys {sorted(unknown)} have no column")
+        if self.status == NOT_MEASURED and self.tables:
+            raise ReportError(f"section {self.number}: 'not measured' but has tables")
+        for t in self.tables:
+            tkeys = {c.key for c in t.columns}
+            for i, row in enumerate(t.rows):
+                unknown = set(row) - tkeys - {"reason", "extra"}
+                if unknown:
+                    raise ReportError(f"section {self.number} table {t.title!r} row {i}: keys {sorted(unknown)} have no column")
 
     @classmethod
     def not_measured(cls, number: int, title: str, reason: str, **kw: Any) -> Section:
@@ -184,7 +203,9 @@ def from_json(text: str) -> Report:
     sections = []
     for s in data.pop("sections"):
         cols = [Column(**c) for c in s.pop("columns")]
-        sections.append(Section(columns=cols, **s))
+        tables = [Table(title=t["title"], columns=[Column(**c) for c in t["columns"]], rows=t["rows"], notes=t.get("notes", []))
+                  for t in s.pop("tables", [])]
+        sections.append(Section(columns=cols, tables=tables, **s))
     return Report(sections=sections, **data)
 
 
@@ -234,25 +255,15 @@ def section_markdown(s: Section) -> list[str]:
         if s.reason:
             out.append(f"({s.status}: {s.reason})")
             out.append("")
-        out.append("| " + " | ".join(_md_cell(c.title) for c in s.columns) + " |")
-        out.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(s.columns))) + "|")
-        for row in s.rows:
-            cells = []
-            for i, c in enumerate(s.columns):
-                if c.key in row:
-                    cells.append(_md_cell(fmt_value(row[c.key], c.unit)))
-                elif i == len(s.columns) - 1 and row.get("reason"):
-                    cells.append(_md_cell(f"not measured: {row['reason']}"))
-                else:
-                    cells.append("—")
-            out.append("| " + " | ".join(cells) + " |")
-        reasons = [r for r in s.rows if r.get("reason")]
-        if reasons:
+        out.extend(table_markdown(s.columns, s.rows))
+        for t in s.tables:
+            out.append(f"**{t.title}**")
             out.append("")
-            for r in reasons:
-                label = r.get(s.columns[0].key, "?") if s.columns else "?"
-                out.append(f"- {label}: not measured: {r['reason']}")
-        out.append("")
+            out.extend(table_markdown(t.columns, t.rows))
+            for note in t.notes:
+                out.append(f"- {note}")
+            if t.notes:
+                out.append("")
     for note in s.notes:
         out.append(f"- {note}")
     if s.notes:
@@ -267,6 +278,30 @@ def section_markdown(s: Section) -> list[str]:
     if s.elapsed_s:
         out.append(f"(section took {s.elapsed_s:.0f} s)")
         out.append("")
+    return out
+
+
+def table_markdown(columns: list[Column], rows: list[dict[str, Any]]) -> list[str]:
+    """A markdown table (first column left-aligned, the others right-aligned) and its rows' reasons."""
+    out = ["| " + " | ".join(_md_cell(c.title) for c in columns) + " |",
+           "|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|"]
+    for row in rows:
+        cells = []
+        for i, c in enumerate(columns):
+            if c.key in row:
+                cells.append(_md_cell(fmt_value(row[c.key], c.unit)))
+            elif i == len(columns) - 1 and row.get("reason"):
+                cells.append(_md_cell(f"not measured: {row['reason']}"))
+            else:
+                cells.append("—")
+        out.append("| " + " | ".join(cells) + " |")
+    reasons = [r for r in rows if r.get("reason")]
+    if reasons:
+        out.append("")
+        for r in reasons:
+            label = r.get(columns[0].key, "?") if columns else "?"
+            out.append(f"- {label}: not measured: {r['reason']}")
+    out.append("")
     return out
 
 

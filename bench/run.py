@@ -167,7 +167,7 @@ def section_residence(ctx: Ctx) -> Section:
 
 
 # -- sections delegated to other engineers' modules --------------------------------------------------
-def _delegate(number: int, module: str, args: list[str], ctx: Ctx, to_rows: Callable[[dict[str, Any]], tuple[list[Column], list[dict[str, Any]], list[str]]],
+def _delegate(number: int, module: str, args: list[str], ctx: Ctx, to_rows: Callable[[dict[str, Any]], tuple[Any, ...]],
               timeout_s: float) -> Section:
     path = ROOT / (module.replace(".", "/") + ".py")
     if not path.exists():
@@ -188,13 +188,14 @@ def _delegate(number: int, module: str, args: list[str], ctx: Ctx, to_rows: Call
         return Section.not_measured(number, TITLES[number], f"`{cmd}` failed (exit {res.returncode}): {tail[0][:200]}", commands=[cmd])
     try:
         data = json.loads(out.read_text())
-        cols, rows, notes = to_rows(data)
+        cols, rows, notes, *more = to_rows(data)
+        tables = more[0] if more else []
     except (ValueError, KeyError, TypeError) as exc:
         return Section.not_measured(number, TITLES[number], f"could not read {module}'s JSON ({exc.__class__.__name__}: {exc})", commands=[cmd])
     if not rows:
         return Section.not_measured(number, TITLES[number], f"{module} returned no rows", commands=[cmd])
     return Section(number=number, title=TITLES[number], status=MEASURED, columns=cols, rows=rows, commands=[cmd],
-                   notes=notes, elapsed_s=time.monotonic() - t0)
+                   notes=notes, elapsed_s=time.monotonic() - t0, tables=tables)
 
 
 def _generic_rows(data: dict[str, Any]) -> tuple[list[Column], list[dict[str, Any]], list[str]]:
@@ -216,7 +217,9 @@ OUT_OPTION = {"bench.dataplane": "--out", "bench.unicast_load": "--json"}
 
 
 def section_dataplane(ctx: Ctx) -> Section:
-    return _delegate(3, "bench.dataplane", ["--repeat", "20000", "--rounds", "2"] if ctx.quick else [], ctx, _generic_rows, 900)
+    from bench.report_dataplane import dataplane_tables
+
+    return _delegate(3, "bench.dataplane", ["--repeat", "20000", "--rounds", "2"] if ctx.quick else [], ctx, dataplane_tables, 900)
 
 
 def section_unicast(ctx: Ctx) -> Section:
