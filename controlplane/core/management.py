@@ -12,20 +12,28 @@ Policy: SET and COMMAND change the clock, so they are obeyed only from the local
 From a PTP port they are refused with NOT_SUPPORTED, as ptp4l refuses SET on any port but its UDS
 port (any host on the segment could otherwise win the BMCA with SET PRIORITY1 0 or disable ports).
 GET and COMMAND NULL_MANAGEMENT change nothing and are answered from anywhere.
+
+Forwarding (``forward``), as ptp4l's clock_forward_mgmt_msg: a management message with
+boundaryHops > 0 goes out again with boundaryHops - 1 - a request from the local socket on every
+active network port (so ``pmc -u -b 1`` reaches the neighbours), a message from the network on the
+other ports in MASTER/PRE_MASTER/UNCALIBRATED/SLAVE (boundary clocks; a TC's bridge already
+forwards), and a RESPONSE/ACKNOWLEDGE from the network to the local socket (the asking pmc).
+Requests from the network are never forwarded to the local socket.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from controlplane.codec import management as cm
-from controlplane.codec.enums import ManagementAction, ManagementErrorId, ManagementId, MessageType
+from controlplane.codec.enums import ManagementAction, ManagementErrorId, ManagementId, MessageType, PortState
 from controlplane.codec.header import Header
 from controlplane.codec.messages import Management
 from controlplane.codec.types import ALL_CLOCKS, ALL_PORTS, PortIdentity, PTPText
 from controlplane.core.actions import Action, Dest, SendMessage
 
-__all__ = ["CLOCK_IDS", "PORT_IDS", "handle"]
+__all__ = ["CLOCK_IDS", "PORT_IDS", "forward", "handle"]
 
 MID = ManagementId
 CLOCK_IDS = {MID.NULL_MANAGEMENT, MID.DEFAULT_DATA_SET, MID.CURRENT_DATA_SET, MID.PARENT_DATA_SET,
@@ -219,3 +227,33 @@ def handle(clock: Any, port: Any, msg: Management, now_ns: int, src: object = No
         return out
     except _MgmtError as exc:
         return error(exc.error, exc.text)
+
+
+_FORWARDING = (PortState.MASTER, PortState.PRE_MASTER, PortState.UNCALIBRATED, PortState.SLAVE)
+_INACTIVE = (PortState.INITIALIZING, PortState.FAULTY, PortState.DISABLED)
+_REQUESTS = (ManagementAction.GET, ManagementAction.SET, ManagementAction.COMMAND)
+
+
+def forward(clock: Any, msg: Management, ingress_port: int, *, local_port: int = 0) -> list[Action]:
+    """Copies of ``msg`` to forward (boundaryHops - 1), see the module docstring. ``ingress_port``
+    is the port it came in on; ``local_port`` the number of the local socket (the daemon's 0).
+    A copy for the local socket is a SendMessage on ``local_port`` with dest None: the caller
+    addresses it to the client that asked."""
+    if msg.boundary_hops == 0 or msg.header.unicast:
+        return []
+    fwd = dataclasses.replace(msg, boundary_hops=msg.boundary_hops - 1)
+    from_local = ingress_port == local_port
+    out: list[Action] = []
+    if from_local:
+        if msg.action_field not in _REQUESTS:
+            return []
+        egress = [p for p in clock.ports if p.state not in _INACTIVE]
+    elif getattr(clock, "is_tc", False):
+        egress = []
+    else:
+        egress = [p for p in clock.ports if p.number != ingress_port and p.state in _FORWARDING]
+    for p in egress:
+        out.append(SendMessage(p.number, fwd, False, Dest.PRIMARY, None))
+    if not from_local and msg.action_field in (ManagementAction.RESPONSE, ManagementAction.ACKNOWLEDGE):
+        out.append(SendMessage(local_port, fwd, False, None, None))
+    return out

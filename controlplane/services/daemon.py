@@ -128,11 +128,14 @@ class ClockNode:
 
     The clock numbers its ports 1..N in ``-i`` order, as the runtime does. Port 0 is the local
     management socket (ptp4l's UDS): only management messages are taken there, answered by the
-    core's management module and sent back to the asking socket.
+    core's management module and sent back to the asking socket. Management messages with
+    boundaryHops > 0 are forwarded as ptp4l does (core ``management.forward``): requests from the
+    socket to the network ports, responses from the network to the last client of the socket.
     """
 
     def __init__(self, clock: Any) -> None:
         self.clock = clock
+        self._uds_client: object = None  # the last pmc that sent on the socket: forwarded responses go there
 
     def start(self, now_ns: int) -> list[Any]:
         return self.clock.start(now_ns)
@@ -144,22 +147,43 @@ class ClockNode:
             if not isinstance(message, Management):
                 return []
             return self._uds_management(message, now_ns, source)
+        from controlplane.codec.messages import Management
+        from controlplane.core import management
+
+        if isinstance(message, Management) and message.boundary_hops:
+            out = self._to_uds_client(management.forward(self.clock, message, port, local_port=UDS_PORT))
+            return out + self.clock.handle_message(port, message, rx_ts_ns, now_ns, source)
         return self.clock.handle_message(port, message, rx_ts_ns, now_ns, source)
+
+    def _to_uds_client(self, actions: list[Any]) -> list[Any]:
+        out = []
+        for a in actions:
+            if isinstance(a, SendMessage) and a.port == UDS_PORT:
+                if self._uds_client is None:
+                    continue
+                a = dataclasses.replace(a, dest=self._uds_client)
+            out.append(a)
+        return out
 
     def _uds_management(self, message: Any, now_ns: int, source: object) -> list[Any]:
         """pmc over the UNIX socket: answer on port 0, to the asking socket's address.
 
         A port-scoped request addressed to port 0 (the socket itself) is answered for every port of
-        the clock, as if addressed to all ports. Requests are not forwarded to the network ports."""
+        the clock, as if addressed to all ports. With boundaryHops > 0 the request also goes out on
+        the network ports (``pmc -b 1``); the answers come back through ``handle_message``."""
         from controlplane.codec.types import ALL_PORTS, PortIdentity
         from controlplane.core import management
 
+        if source:
+            self._uds_client = source
+        forwarded = management.forward(self.clock, message, UDS_PORT, local_port=UDS_PORT)
         target = message.target_port_identity
         if target.port_number == 0:
             message = dataclasses.replace(message, target_port_identity=PortIdentity(target.clock_identity, ALL_PORTS))
         local = _LocalPort(UDS_PORT, PortIdentity(self.clock.clock_identity, 0))
         out = management.handle(self.clock, local, message, now_ns, source, local=True)
-        return [dataclasses.replace(a, dest=source) if isinstance(a, SendMessage) and a.port == UDS_PORT else a for a in out]
+        return forwarded + [dataclasses.replace(a, dest=source) if isinstance(a, SendMessage) and a.port == UDS_PORT else a
+                            for a in out]
 
     def handle_tx_timestamp(self, tx_token: int, tx_ts_ns: int, now_ns: int) -> list[Any]:
         return self.clock.handle_tx_timestamp(tx_token, tx_ts_ns, now_ns)

@@ -129,3 +129,47 @@ def test_ptp_timescale_is_a_clock_option() -> None:
     assert anns and all(not a.header.ptp_timescale for a in anns)
     (rsp,) = answers(management.handle(utc, _Local(), mgmt(A.GET, MID.TIME_PROPERTIES_DATA_SET), 10, "/x", local=True))
     assert rsp.tlvs[0].data.ptp_timescale is False
+
+
+# --- forwarding (boundaryHops), as ptp4l's clock_forward_mgmt_msg ------------------------------
+def _with_hops(msg: m.Management, hops: int, action: ManagementAction | None = None) -> m.Management:
+    import dataclasses
+
+    return dataclasses.replace(msg, starting_boundary_hops=hops, boundary_hops=hops,
+                               action_field=action if action is not None else msg.action_field)
+
+
+def _bc_with_states(*states: PortState) -> Clock:
+    c = Clock(parse({"global": {**FAST, "clock_type": "BC"}}), GM_ID, [f"eth{i}" for i in range(len(states))],
+              rng=random.Random(1))
+    c.start(0)
+    for p, st in zip(c.ports, states):
+        p.ds.port_state = st
+    return c
+
+
+def test_forward_local_request_goes_to_every_active_port_with_one_hop_less() -> None:
+    c = _bc_with_states(PortState.SLAVE, PortState.LISTENING, PortState.DISABLED)
+    out = management.forward(c, _with_hops(mgmt(A.GET, MID.CURRENT_DATA_SET), 2), 0)
+    assert [a.port for a in out] == [1, 2]
+    for a in out:
+        back = m.decode(m.encode(a.message))
+        assert back.boundary_hops == 1 and back.starting_boundary_hops == 2
+        assert back.header.source_port_identity == ASKER and back.header.sequence_id == 5  # pmc's own
+    assert management.forward(c, _with_hops(mgmt(A.GET, MID.CURRENT_DATA_SET), 0), 0) == []
+
+
+def test_forward_network_messages() -> None:
+    c = _bc_with_states(PortState.SLAVE, PortState.MASTER, PortState.LISTENING)
+    req = _with_hops(mgmt(A.GET, MID.CURRENT_DATA_SET), 1)
+    # a request from the network: other forwarding ports only, never the local socket
+    assert [a.port for a in management.forward(c, req, 1)] == [2]
+    # a response from the network: other forwarding ports and the local socket (dest filled in by the daemon)
+    rsp = _with_hops(req, 1, ManagementAction.RESPONSE)
+    out = management.forward(c, rsp, 2)
+    assert [(a.port, a.dest) for a in out] == [(1, management.Dest.PRIMARY), (0, None)]
+    # a transparent clock's bridge forwards on the network itself: only the local socket gets it
+    tc = Clock(parse({"global": {**FAST, "clock_type": "E2E_TC"}}), GM_ID, ["p1", "p2"], rng=random.Random(1))
+    tc.start(0)
+    assert [a.port for a in management.forward(tc, rsp, 1)] == [0]
+    assert management.forward(tc, req, 1) == []
