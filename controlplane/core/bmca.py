@@ -6,7 +6,7 @@ qualification, state decision. Pure functions; the comparator is a parameter so 
 from __future__ import annotations
 
 import enum
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
@@ -20,6 +20,7 @@ __all__ = [
     "FOREIGN_MASTER_THRESHOLD",
     "FOREIGN_MASTER_TIME_WINDOW",
     "ForeignMasterTable",
+    "MAX_FOREIGN_MASTERS",
     "MAX_STEPS_REMOVED",
     "compare",
     "dataset_of_announce",
@@ -30,6 +31,7 @@ __all__ = [
 FOREIGN_MASTER_THRESHOLD = 2  # Announces ...
 FOREIGN_MASTER_TIME_WINDOW = 4  # ... within this many announce intervals
 MAX_STEPS_REMOVED = 255
+MAX_FOREIGN_MASTERS = 16  # per port; bounds an Announce flood's memory and CPU
 
 
 class Comparison(enum.Enum):
@@ -241,12 +243,31 @@ class ForeignMasterTable:
     A sender is qualified when at least FOREIGN_MASTER_THRESHOLD Announces from it arrived within
     FOREIGN_MASTER_TIME_WINDOW announce intervals. Announces with stepsRemoved >= 255 and those
     from this clock itself are not recorded (the caller filters other domains).
+
+    Bounded against Announce floods (forged senders): at most ``max_records`` senders (default
+    MAX_FOREIGN_MASTERS; IEEE 1588 asks for at least 5). Records are kept in order of their last
+    Announce, so expiry is lazy and amortised O(1) per Announce (only the oldest records are looked
+    at). When the table is full, a new sender evicts the least recently heard *unqualified* record;
+    if every record is qualified, the worst qualified one (by ``comparator``) goes, so a flood of
+    forged one-shot senders never displaces a qualified master. ``evicted`` counts evictions.
     """
 
-    def __init__(self, own_clock_identity: bytes, receiver: PortIdentity) -> None:
+    def __init__(self, own_clock_identity: bytes, receiver: PortIdentity, *, max_records: int = 0,
+                 comparator: Comparator = compare) -> None:
+        max_records = max_records or MAX_FOREIGN_MASTERS
+        if max_records < 2:
+            raise ValueError(f"max_records must be at least 2, got {max_records}")
         self.own_clock_identity = bytes(own_clock_identity)
         self.receiver = receiver
-        self._records: dict[PortIdentity, _Record] = {}
+        self.max_records = max_records
+        self.comparator = comparator
+        self.evicted = 0
+        # insertion order = order of the last Announce (move_to_end on every add)
+        self._records: OrderedDict[PortIdentity, _Record] = OrderedDict()
+
+    @staticmethod
+    def _window_ns(log_announce_interval: int) -> int:
+        return int(FOREIGN_MASTER_TIME_WINDOW * (2.0 ** log_announce_interval) * 1e9)
 
     def add(self, msg: object, now_ns: int, log_announce_interval: int) -> bool:
         """Record an Announce; returns True if it changed what is qualified or the best's data."""
@@ -256,30 +277,65 @@ class ForeignMasterTable:
             return False
         if msg.steps_removed >= MAX_STEPS_REMOVED:  # type: ignore[attr-defined]
             return False
-        self.prune(now_ns, log_announce_interval)
+        window_ns = self._window_ns(log_announce_interval)
+        lost_qualified = self._expire_oldest(now_ns, window_ns)
         ds = dataset_of_announce(msg, self.receiver)
         rec = self._records.get(sender)
         if rec is None:
+            if len(self._records) >= self.max_records:
+                lost_qualified |= self._evict_one()
             rec = _Record(deque(maxlen=FOREIGN_MASTER_THRESHOLD + 1), msg, ds)
             self._records[sender] = rec
             was_qualified = False
         else:
+            self._records.move_to_end(sender)
+            _trim(rec, now_ns, window_ns)
             was_qualified = len(rec.times_ns) >= FOREIGN_MASTER_THRESHOLD
         changed = rec.dataset != ds
         rec.times_ns.append(now_ns)
         rec.message = msg
         rec.dataset = ds
         qualified = len(rec.times_ns) >= FOREIGN_MASTER_THRESHOLD
-        return qualified != was_qualified or (qualified and changed)
+        return qualified != was_qualified or (qualified and changed) or lost_qualified
+
+    def _expire_oldest(self, now_ns: int, window_ns: int) -> bool:
+        """Drop records whose last Announce left the window (only the oldest: amortised O(1))."""
+        lost = False
+        while self._records:
+            sender, rec = next(iter(self._records.items()))
+            if rec.times_ns and now_ns - rec.times_ns[-1] <= window_ns:
+                break
+            lost |= len(rec.times_ns) >= FOREIGN_MASTER_THRESHOLD
+            del self._records[sender]
+        return lost
+
+    def _evict_one(self) -> bool:
+        """Make room for one record; True if a qualified record had to go."""
+        self.evicted += 1
+        for sender, rec in self._records.items():  # least recently heard first
+            if len(rec.times_ns) < FOREIGN_MASTER_THRESHOLD:
+                del self._records[sender]
+                return False
+        worst: PortIdentity | None = None
+        for sender, rec in self._records.items():
+            if worst is None or self.comparator(rec.dataset, self._records[worst].dataset).a_better is False:
+                worst = sender
+        assert worst is not None
+        del self._records[worst]
+        return True
 
     def prune(self, now_ns: int, log_announce_interval: int) -> None:
-        window_ns = int(FOREIGN_MASTER_TIME_WINDOW * (2.0 ** log_announce_interval) * 1e9)
+        """Forget Announces that left the window (all records: O(len), at most max_records)."""
+        window_ns = self._window_ns(log_announce_interval)
         for sender in list(self._records):
             rec = self._records[sender]
-            while rec.times_ns and now_ns - rec.times_ns[0] > window_ns:
-                rec.times_ns.popleft()
+            _trim(rec, now_ns, window_ns)
             if not rec.times_ns:
                 del self._records[sender]
+
+    def forget(self, sender: PortIdentity) -> None:
+        """Drop one sender's record (no error if absent)."""
+        self._records.pop(sender, None)
 
     def clear(self) -> None:
         self._records.clear()
@@ -287,7 +343,8 @@ class ForeignMasterTable:
     def qualified(self) -> Sequence[tuple[ComparisonDataset, object]]:
         return [(r.dataset, r.message) for r in self._records.values() if len(r.times_ns) >= FOREIGN_MASTER_THRESHOLD]
 
-    def best(self, comparator: Comparator = compare) -> tuple[ComparisonDataset, object] | None:
+    def best(self, comparator: Comparator | None = None) -> tuple[ComparisonDataset, object] | None:
+        comparator = comparator or self.comparator
         result: tuple[ComparisonDataset, object] | None = None
         for ds, msg in self.qualified():
             if result is None or comparator(ds, result[0]).a_better:
@@ -296,3 +353,8 @@ class ForeignMasterTable:
 
     def __len__(self) -> int:
         return len(self._records)
+
+
+def _trim(rec: _Record, now_ns: int, window_ns: int) -> None:
+    while rec.times_ns and now_ns - rec.times_ns[0] > window_ns:
+        rec.times_ns.popleft()
