@@ -254,6 +254,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("allow_network_management_set", "allow_network_management_set", G, B, False,
            doc="ptp-switch: obey management SET and COMMAND received on PTP ports (default: only on the local "
                "UNIX socket; from the network they are refused with NOT_SUPPORTED, as ptp4l does)"),
+    Option("mgmt_rate_limit", "mgmt_rate_limit", G, F, 20.0, 0.0, 1e9,
+           doc="ptp-switch: management messages/s accepted per source address from PTP ports (burst 2x; 0 = unlimited)"),
+    Option("mgmt_global_rate_limit", "mgmt_global_rate_limit", G, F, 200.0, 0.0, 1e9,
+           doc="ptp-switch: management messages/s accepted from all PTP ports together (burst 2x; 0 = unlimited)"),
+    Option("signaling_rate_limit", "signaling_rate_limit", G, F, 20.0, 0.0, 1e9,
+           doc="ptp-switch: signaling (unicast negotiation) messages/s accepted per source address (burst 2x; 0 = unlimited)"),
+    Option("signaling_global_rate_limit", "signaling_global_rate_limit", G, F, 2000.0, 0.0, 1e9,
+           doc="ptp-switch: signaling messages/s accepted from all sources together (burst 2x; 0 = unlimited)"),
+    Option("rate_limit_max_sources", "rate_limit_max_sources", G, I, 4096, 1, 1 << 20,
+           doc="ptp-switch: source addresses tracked per limited message kind (least recently seen forgotten)"),
+    Option("lab_sigusr1_step_ns", "lab_sigusr1_step_ns", G, I, 0, INT32_MIN, INT32_MAX,
+           doc="ptp-switch lab instrumentation: on SIGUSR1 step the daemon's virtual clock by this many ns "
+               "(never the system clock; 0 = off)"),
     # --- port data set (port)
     Option("logAnnounceInterval", "log_announce_interval", P, I, 1, INT8_MIN, INT8_MAX),
     Option("logSyncInterval", "log_sync_interval", P, I, 0, INT8_MIN, INT8_MAX),
@@ -412,6 +425,12 @@ class ClockConfig:
     outlier_filter_threshold: float = 5.0
     announce_receipt_randomization: bool = True
     allow_network_management_set: bool = False
+    mgmt_rate_limit: float = 20.0
+    mgmt_global_rate_limit: float = 200.0
+    signaling_rate_limit: float = 20.0
+    signaling_global_rate_limit: float = 2000.0
+    rate_limit_max_sources: int = 4096
+    lab_sigusr1_step_ns: int = 0
     port_defaults: PortConfig = PortConfig()
     # (interface name, its PortConfig) for each per-interface section, in file order
     ports: tuple[tuple[str, PortConfig], ...] = ()

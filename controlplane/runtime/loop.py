@@ -38,6 +38,7 @@ from controlplane.core.actions import (
     SendMessage,
     StateChanged,
 )
+from controlplane.runtime.ratelimit import MessageRateLimits
 from controlplane.runtime.transport import Received, Transport, TransportError, TxTimestamp
 
 log = logging.getLogger("ptp-switch")
@@ -91,6 +92,7 @@ class Counters:
     faults: int = 0
     clock_adjustments: int = 0
     dataplane_writes: int = 0
+    rx_rate_limited: int = 0  # management/signaling over a rate limit (runtime/ratelimit.py)
 
 
 @dataclasses.dataclass
@@ -127,6 +129,7 @@ class Runtime:
         free_running: bool = False,
         monotonic_ns: Callable[[], int] = time.monotonic_ns,
         on_action: Callable[[Action], None] | None = None,
+        rate_limits: MessageRateLimits | None = None,
     ) -> None:
         self.node = node
         self.ports = dict(ports)
@@ -137,6 +140,8 @@ class Runtime:
         self.monotonic_ns = monotonic_ns
         self.on_action = on_action
         self.counters = Counters()
+        # management/signaling from PTP ports (not the UNIX socket) pass token buckets before decoding
+        self.rate_limits = rate_limits if rate_limits is not None else MessageRateLimits(now_ns=monotonic_ns())
         self.last_offset: OffsetSample | None = None
         self.port_states: dict[int, str] = {}
         self._tokens: dict[tuple[int, int], int] = {}
@@ -218,6 +223,12 @@ class Runtime:
         self._reschedule()
 
     def _received(self, port: int, ev: Received, now: int) -> None:
+        if port != UDS_PORT and not self.rate_limits.admit(ev.data, ev.source, now):
+            self.counters.rx_rate_limited += 1
+            note = self.rate_limits.report(now)
+            if note is not None:
+                log.warning("%s: %s", self.port_name(port), note)
+            return
         try:
             message = decode(ev.data)
         except CodecError as exc:

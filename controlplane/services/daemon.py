@@ -28,6 +28,7 @@ from controlplane.runtime.configfile import DaemonConfig, parse_config_text, rea
 from controlplane.runtime.l2 import L2Transport
 from controlplane.runtime.loop import UDS_PORT, Node, Runtime
 from controlplane.runtime.rawudp import RawUdpV4Transport, RawUdpV6Transport, is_bridge_port
+from controlplane.runtime.ratelimit import MessageRateLimits, RateLimitConfig
 from controlplane.runtime.transport import TimestampMode, Transport, TransportError
 from controlplane.runtime.uds import UdsTransport
 from controlplane.runtime.udp import UdpV4Transport, UdpV6Transport
@@ -361,7 +362,8 @@ class Daemon:
                 self.control = _control_services(self.control_opts, node, ports, self.dataplane)
             self.runtime = Runtime(node, self.transports, self.clock, dataplane=writer,
                                    summary_interval=c.summary_interval, free_running=c.free_running,
-                                   on_action=self.control.on_action if self.control is not None else None)
+                                   on_action=self.control.on_action if self.control is not None else None,
+                                   rate_limits=MessageRateLimits(RateLimitConfig.from_clock_config(c), now_ns=time.monotonic_ns()))
             if self.control is not None:
                 self.control.runtime = self.runtime
         except BaseException:
@@ -392,12 +394,21 @@ class Daemon:
                 log.warning("dataplane detach failed: %s", exc)
             self.dataplane = None
 
+    def _lab_step(self, delta_ns: int) -> None:
+        if not isinstance(self.clock, VirtualClock):
+            log.warning("ptp-switch: SIGUSR1 step ignored: only a virtual clock is stepped for the lab")
+            return
+        self.clock.step(delta_ns)
+        log.warning("ptp-switch: lab step: virtual clock stepped by %d ns (SIGUSR1)", delta_ns)
+
     async def run(self) -> None:
         runtime = self.build()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        if self.config.clock.lab_sigusr1_step_ns:  # lab instrumentation: a time step of this clock (never the system's)
+            loop.add_signal_handler(signal.SIGUSR1, self._lab_step, self.config.clock.lab_sigusr1_step_ns)
         truth = asyncio.create_task(self._log_truth(stop)) if self.opts.lab_truth else None
         try:
             runtime.start()
@@ -411,5 +422,5 @@ class Daemon:
                 await self.control.stop()
             self.close()
             c = runtime.counters
-            log.info("ptp-switch: stopped; rx %d (malformed %d, no stamp %d) tx %d (errors %d) faults %d",
-                     c.rx_messages, c.rx_malformed, c.rx_no_timestamp, c.tx_messages, c.tx_errors, c.faults)
+            log.info("ptp-switch: stopped; rx %d (malformed %d, no stamp %d, rate-limited %d) tx %d (errors %d) faults %d",
+                     c.rx_messages, c.rx_malformed, c.rx_no_timestamp, c.rx_rate_limited, c.tx_messages, c.tx_errors, c.faults)
