@@ -393,3 +393,52 @@ def test_ingress_then_egress_through_the_real_ring(dp, maps):
     r = egress(dp, frame)
     assert (1_000_000 << 16) <= F.correction(r.data) <= (WINDOW_NS << 16)
     assert ctr(maps, LO, "SYNC", Counter.CORRECTED) == 1
+
+
+# --- frames from the project's codec (controlplane.codec), judged by the codec ------------------
+def _codec_frames():
+    from controlplane.codec import frames as CF
+    from controlplane.codec import messages as CM
+    from controlplane.codec.header import Header
+    from controlplane.codec.types import PortIdentity, Timestamp
+
+    spi = PortIdentity(clock_identity=bytes.fromhex("0011223344556677"), port_number=1)
+    hdr = Header(sequence_id=777, domain_number=0, source_port_identity=spi, correction_scaled_ns=5 << 16,
+                 log_message_interval=-3, minor_version_ptp=1)
+    msgs = {"Sync": CM.Sync(header=hdr, origin_timestamp=Timestamp(1_700_000_000, 123)),
+            "Delay_Req": CM.DelayReq(header=hdr),
+            "Pdelay_Req": CM.PdelayReq(header=hdr),
+            "Pdelay_Resp": CM.PdelayResp(header=hdr)}
+    mac = bytes.fromhex("020000000001")
+    for name, msg in msgs.items():
+        ptp = CM.encode(msg, with_trailer=False)
+        yield f"{name}-l2", msg, CF.build_l2_frame(ptp, mac)
+        yield f"{name}-l2-qinq", msg, CF.build_l2_frame(ptp, mac, vlan_ids=(20, 10))
+        yield f"{name}-udp4", msg, CF.build_udp4_frame(ptp, "10.0.0.1", src_mac=mac)
+        yield f"{name}-udp4-vlan", msg, CF.build_udp4_frame(ptp, "10.0.0.1", src_mac=mac, vlan_ids=(10,))
+        yield f"{name}-udp6", msg, CF.build_udp6_frame(ptp, "fd00::1", src_mac=mac)
+
+
+@pytest.mark.parametrize("label,msg,frame", list(_codec_frames()), ids=[x[0] for x in _codec_frames()])
+def test_codec_built_event_through_both_hooks(dp, maps, label, msg, frame):
+    """Codec-built frames: XDP stamps into the real ring, tc egress corrects; the codec decodes the
+    result to the same message with only correctionField grown by the residence, checksum valid."""
+    import dataclasses
+
+    from controlplane.codec import frames as CF
+    from controlplane.codec import messages as CM
+
+    run_xdp(dp.prog_fds["xdp_ingress"], frame, ingress_ifindex=LO)
+    time.sleep(0.0005)
+    r = egress(dp, frame)
+    assert r.retval == TC_ACT_OK
+    out = CF.parse_frame(r.data)
+    assert out is not None
+    got = CM.decode(out.ptp)
+    added = got.header.correction_scaled_ns - msg.header.correction_scaled_ns
+    assert (500_000 << 16) <= added <= (WINDOW_NS << 16), added
+    want = dataclasses.replace(got, header=dataclasses.replace(got.header, correction_scaled_ns=msg.header.correction_scaled_ns))
+    assert CM.encode(want, with_trailer=False) == CM.encode(msg, with_trailer=False)
+    if "udp" in label:
+        assert CF.udp_checksum_ok(r.data)
+    assert len(r.data) == len(frame)
