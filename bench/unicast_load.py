@@ -4,16 +4,23 @@
 
 Lab: the `direct` topology (gm -- sl, one veth). The server (``ptp-switch run`` with
 ``unicast_listen 1``, the daemon the ATR lab tests run; ``--server standin`` runs the earlier stand-in
-loop controlplane.runtime.unicast_node instead) runs in ``gm`` pinned to CPU 1 (``taskset``). The load
-generator runs in ``sl``: every client is its own IPv4 source address out of 10.200.0.0/16 — the
-prefix is a local route on ``lo`` (AnyIP), so no address has to be added, and the server routes
-it via ``sl``'s address (one neighbour entry). One UDP socket per port sends each client's
-REQUEST_UNICAST_TRANSMISSION (Sync, logInterMessagePeriod 0 = 1/s, 300 s) from its own source
-address (IP_PKTINFO) and counts, per destination address, the Syncs (and Follow_Ups) that arrive.
+loop controlplane.runtime.unicast_node instead) runs in ``gm`` pinned to CPU 1 (``taskset``); the
+load generator (this process) pins itself to CPU 0. It runs in ``sl``: every client is its own IPv4
+source address out of 10.200.0.0/16 — the prefix is a local route on ``lo`` (AnyIP), so no address
+has to be added, and the server routes it via ``sl``'s address (one neighbour entry). One UDP socket
+per port sends each client's REQUEST_UNICAST_TRANSMISSION (Sync, logInterMessagePeriod 0 = 1/s,
+300 s) from its own source address (IP_PKTINFO) and records, per destination address, the kernel
+arrival time (SO_TIMESTAMPNS) of every Sync and Follow_Up.
 
-For every step N: wait until all N hold a grant, then count over ``window`` seconds; missed =
-expected Syncs (N x window) - received, and the server's CPU time (utime+stime of its PID) over
-the window. Reports the most clients served with < 0.1 % missed and CPU per 1000 clients.
+For every step N: wait until all N hold a grant, then take a window of ``window`` seconds. Missed
+messages per client come from the arrival times inside the window (a gap of k periods is k-1
+missed; an edge gap of more than one period + 100 ms is one more), for Syncs and Follow_Ups alike
+(a Sync without its Follow_Up is useless to a two-step client); missed % = missed / (received +
+missed). Counting by kernel arrival time, not by when this process got round to reading, keeps the
+generator's own scheduling delays out of the figure (reading time made a loaded generator report
+~0.2 % "missed" that the server had sent on time). Also: the server's CPU time (utime+stime of its
+PID) over the window and its namespace's UDP RcvbufErrors/SndbufErrors. Reports the most clients
+served with < 0.1 % missed and CPU per 1000 clients.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import ipaddress
 import json
 import os
 import selectors
+import shutil
 import socket
 import struct
 import subprocess
@@ -50,6 +58,25 @@ tx_timestamp_timeout 50
 uds_address {uds}
 """
 IP_PKTINFO = 8
+SO_TIMESTAMPNS = 35  # asm-generic/socket.h (SO_TIMESTAMPNS_OLD); the cmsg type has the same value
+SCM_TIMESTAMPNS = SO_TIMESTAMPNS
+PERIOD_NS = 1_000_000_000  # logInterMessagePeriod 0
+EDGE_TOLERANCE_NS = 100_000_000  # a Sync this late at the window's edge is not counted as missed
+
+
+def missed_syncs(stamps: list[int], t0_ns: int, t1_ns: int, period_ns: int = PERIOD_NS) -> int:
+    """Syncs one client missed in [t0, t1], from the kernel arrival times of those it received.
+
+    Inside: a gap of k periods between two arrivals is k-1 missed Syncs (rounded, so arrival jitter
+    does not count). At each edge of the window: a gap of at least one period (+ tolerance) from the
+    edge to the first/last arrival is a missed Sync. A client with no Sync missed the whole window."""
+    ts = sorted(t for t in stamps if t0_ns <= t <= t1_ns)
+    if not ts:
+        return max(1, (t1_ns - t0_ns) // period_ns)
+    missed = sum(max(0, round((b - a) / period_ns) - 1) for a, b in zip(ts, ts[1:]))
+    for edge_gap in (ts[0] - t0_ns, t1_ns - ts[-1]):
+        missed += max(0, (edge_gap - EDGE_TOLERANCE_NS) // period_ns)
+    return missed
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -83,12 +110,14 @@ class Generator:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
             s.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)  # kernel arrival time of every Sync
             s.bind(("0.0.0.0", port))
             s.setblocking(False)
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.ev, selectors.EVENT_READ, "sync")
         self.sel.register(self.gen, selectors.EVENT_READ, "general")
-        self.sync_rx: dict[str, int] = {}
+        self.sync_rx: dict[str, list[int]] = {}  # client address -> kernel RX times (CLOCK_REALTIME ns)
+        self.follow_up_rx: dict[str, list[int]] = {}  # the same for Follow_Up
         self.general_rx = 0
         self.grants: set[str] = set()
 
@@ -122,15 +151,22 @@ class Generator:
                     data, anc, _f, _a = sock.recvmsg(256, 64)  # type: ignore[union-attr]
                 except BlockingIOError:
                     break
-                dst = None
+                dst, rx_ns = None, None
                 for level, kind, payload in anc:
                     if level == socket.IPPROTO_IP and kind == IP_PKTINFO:
                         dst = socket.inet_ntoa(payload[8:12])
+                    elif level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS:
+                        sec, nsec = struct.unpack("qq", payload[:16])
+                        rx_ns = sec * 1_000_000_000 + nsec
                 if dst is None or len(data) < 34:
                     continue
                 mtype = data[0] & 0x0F
                 if key.data == "sync" and mtype == 0x0:
-                    self.sync_rx[dst] = self.sync_rx.get(dst, 0) + 1
+                    if rx_ns is not None:
+                        self.sync_rx.setdefault(dst, []).append(rx_ns)
+                elif mtype == 0x8:
+                    if rx_ns is not None:
+                        self.follow_up_rx.setdefault(dst, []).append(rx_ns)
                 elif mtype == 0xC:
                     # GRANT: tlvType 0x0005 at 44, durationField at 50
                     if len(data) >= 54 and data[44:46] == b"\x00\x05" and int.from_bytes(data[50:54], "big") > 0:
@@ -144,7 +180,30 @@ class Generator:
             self.pump(min(left, 0.1))
 
 
-def run(steps: list[int], window_s: float, duration_s: int, server: str = "daemon") -> dict:
+def server_log_summary(path: os.PathLike) -> dict:
+    """What the server's log says about the run: warnings (FAULT, send errors) and its final counters."""
+    try:
+        lines = open(path, errors="replace").read().splitlines()
+    except OSError:
+        return {}
+    warnings = [ln for ln in lines if "WARNING" in ln or "FAULT" in ln or "Traceback" in ln]
+    stopped = [ln for ln in lines if "stopped;" in ln]
+    return {"server_warnings": len(warnings), "server_first_warning": warnings[0][-200:] if warnings else None,
+            "server_stop_line": stopped[-1][-200:] if stopped else None}
+
+
+def server_udp_errors(lab: Lab) -> dict:
+    """The server namespace's UDP drop counters (/proc/net/snmp is per network namespace)."""
+    res = lab.run("gm", ["cat", "/proc/net/snmp"])
+    rows = [ln.split() for ln in res.stdout.splitlines() if ln.startswith("Udp:")]
+    if len(rows) < 2:
+        return {}
+    udp = dict(zip(rows[0][1:], rows[1][1:]))
+    return {"server_udp_rcvbuf_errors": int(udp.get("RcvbufErrors", 0)),
+            "server_udp_sndbuf_errors": int(udp.get("SndbufErrors", 0))}
+
+
+def run(steps: list[int], window_s: float, duration_s: int, server: str = "daemon", keep_logs: str | None = None) -> dict:
     topo = catalog.get("direct")
     results = []
     with Lab(topo) as lab:
@@ -178,30 +237,41 @@ def run(steps: list[int], window_s: float, duration_s: int, server: str = "daemo
                 granted = len(gen.grants)
                 gen.run_for(2.0)  # every grant past its first Sync
                 gen.sync_rx.clear()
-                c0, w0 = cpu_ticks(proc.pid), time.monotonic()  # ip netns exec and taskset exec: same PID
+                gen.follow_up_rx.clear()
+                c0, w0, t0_ns = cpu_ticks(proc.pid), time.monotonic(), time.time_ns()  # same PID after exec
                 gen.run_for(window_s)
-                c1, w1 = cpu_ticks(proc.pid), time.monotonic()
-                received = sum(gen.sync_rx.values())
-                # each client must see >= floor(window) Syncs (the window's edges may add one)
-                per_client = int(w1 - w0)
-                expected = granted * per_client
-                missed = sum(max(0, per_client - gen.sync_rx.get(client_addr(i), 0)) for i in range(n)
-                             if client_addr(i) in gen.grants)
+                c1, w1, t1_ns = cpu_ticks(proc.pid), time.monotonic(), time.time_ns()
+                gen.run_for(0.3)  # read what arrived before t1 but was still queued in the socket
+                clients = [client_addr(i) for i in range(n) if client_addr(i) in gen.grants]
+                counts = {}
+                for kind, rx in (("syncs", gen.sync_rx), ("follow_ups", gen.follow_up_rx)):
+                    got = sum(sum(1 for t in rx.get(c, ()) if t0_ns <= t <= t1_ns) for c in clients)
+                    lost = sum(missed_syncs(rx.get(c, []), t0_ns, t1_ns) for c in clients)
+                    counts[kind] = (got, lost)
+                received = sum(got for got, _ in counts.values())
+                missed = sum(lost for _, lost in counts.values())
+                expected = received + missed
                 missed_pct = 100.0 * missed / expected if expected else 100.0
                 cpu_pct = 100.0 * (c1 - c0) / CLK_TCK / (w1 - w0)
                 row = {"clients": n, "granted": granted, "window_s": round(w1 - w0, 2),
-                       "syncs_expected": round(expected), "syncs_received": received,
+                       "syncs_received": counts["syncs"][0], "syncs_missed": counts["syncs"][1],
+                       "follow_ups_received": counts["follow_ups"][0], "follow_ups_missed": counts["follow_ups"][1],
                        "missed_pct": round(missed_pct, 3), "server_cpu_pct": round(cpu_pct, 1),
                        "cpu_pct_per_1000_clients": round(cpu_pct * 1000 / max(granted, 1), 2),
-                       "clients_without_sync": granted - len(gen.sync_rx)}
-                results.append(row)
-                print(json.dumps(row), flush=True)
+                       "clients_without_sync": sum(1 for c in clients if not gen.sync_rx.get(c)),
+                       **server_udp_errors(lab)}
                 proc.terminate()
                 try:
                     proc.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
                 gen.run_for(0.5)
+                row.update(server_log_summary(log))
+                results.append(row)
+                print(json.dumps(row), flush=True)
+                if keep_logs:
+                    os.makedirs(keep_logs, exist_ok=True)
+                    shutil.copy(log, os.path.join(keep_logs, log.name))
                 if granted < n or missed_pct >= 0.1:
                     break
         finally:
@@ -227,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write the result here too")
     p.add_argument("--server", choices=["daemon", "standin"], default="daemon",
                    help="ptp-switch run (default) or the old stand-in loop (controlplane.runtime.unicast_node)")
+    p.add_argument("--keep-logs", metavar="DIR", help="copy each step's server log here")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
         print("bench.unicast_load needs root (network namespaces)", file=sys.stderr)
@@ -235,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     if any(n < 1 or n > 60000 for n in steps):
         print("steps must be 1..60000 clients", file=sys.stderr)
         return 2
-    result = run(steps, args.window, args.duration, args.server)
+    if os.cpu_count() and os.cpu_count() > 1:
+        os.sched_setaffinity(0, {0})  # the generator off the server's CPU (before any thread starts)
+    result = run(steps, args.window, args.duration, args.server, args.keep_logs)
     print(json.dumps(result, indent=2))
     if args.json:
         with open(args.json, "w") as f:

@@ -6,9 +6,9 @@ The daemon composes one ``UnicastServer`` per port that serves unicast and calls
   received on that port (``tlvs`` = the negotiation TLVs, converted from the codec). It returns
   one ``SendSignaling`` carrying one GRANT per REQUEST (several TLVs in one message, in order),
   an ACKNOWLEDGE_CANCEL per CANCEL, and ``NegotiationEvent`` facts.
-* ``poll(now_ns)`` whenever ``next_deadline_ns()`` is reached: returns ``DueTransmission`` for
-  every Sync/Announce due per grant (each grant has its own phase and interval), expiry events
-  and CANCEL retransmissions. A grant that expires at E produces no transmission scheduled at or
+* ``poll(now_ns, max_transmissions=None)`` whenever ``next_deadline_ns()`` is reached: returns
+  ``DueTransmission`` for every Sync/Announce due per grant (each grant has its own phase and
+  interval; with a limit, the earliest that many), expiry events and CANCEL retransmissions. A grant that expires at E produces no transmission scheduled at or
   after E: the service stops exactly at expiry.
 * ``may_respond(address, message_type, now_ns)`` before answering a Delay_Req (Delay_Resp grant)
   or Pdelay_Req.
@@ -264,8 +264,15 @@ class UnicastServer:
         candidates.extend(p.next_ns for p in self._pending_cancels.values())
         return min(candidates) if candidates else None
 
-    def poll(self, now_ns: int) -> list[UnicastAction]:
+    def poll(self, now_ns: int, max_transmissions: int | None = None) -> list[UnicastAction]:
+        """Everything due at ``now_ns``. With ``max_transmissions``, at most that many
+        ``DueTransmission`` (the earliest due); the rest stay due (``next_deadline_ns() <= now_ns``),
+        so the caller can let its other work (e.g. reading TX stamps) run between batches. Raises
+        ``UnicastUsageError`` for a limit below 1."""
+        if max_transmissions is not None and max_transmissions < 1:
+            raise UnicastUsageError(f"max_transmissions must be >= 1, not {max_transmissions}")
         actions: list[UnicastAction] = []
+        budget = max_transmissions
         # Expiry first: a transmission scheduled at or after expiry is never produced.
         exp = self._exp_heap
         while exp and exp[0][0] <= now_ns:
@@ -277,7 +284,7 @@ class UnicastServer:
             self.counters["expired"] += 1
             actions.append(NegotiationEvent("expired", addr, mtype, "", now_ns))
         tx = self._tx_heap
-        while tx and tx[0][0] <= now_ns:
+        while tx and tx[0][0] <= now_ns and (budget is None or budget > 0):
             next_ns, _, addr, mtype, gen = heapq.heappop(tx)
             state = self._grants.get((addr, mtype))
             if state is None or state.generation != gen or state.next_tx_ns != next_ns:
@@ -287,6 +294,8 @@ class UnicastServer:
             actions.append(
                 DueTransmission(addr, mtype, state.log_inter_message_period, state.sequence_id, next_ns)
             )
+            if budget is not None:
+                budget -= 1
             state.sequence_id = (state.sequence_id + 1) & 0xFFFF
             state.sent += 1
             self.counters["transmissions"] += 1

@@ -64,6 +64,8 @@ __all__ = ["UnicastService", "GrantRow", "tlvs_from_codec", "tlv_to_codec", "add
 
 WILDCARD = PortIdentity(b"\xff" * 8, 0xFFFF)
 TOKEN_BASE = 1 << 48  # our TX tokens; the Clock's count up from 1
+MAX_PENDING_FOLLOW_UPS = 1 << 16  # two-step Syncs waiting for their TX stamp
+POLL_BATCH = 256  # due Syncs/Announces per timer call: the runtime reads TX stamps between batches
 _SERVING = (PortState.MASTER,)
 _AVAILABLE = (PortState.INITIALIZING, PortState.LISTENING, PortState.PRE_MASTER, PortState.MASTER)
 _MULTICAST_SERVICE = (Announce, Sync, FollowUp)
@@ -147,8 +149,10 @@ class UnicastService:
         clients: Mapping[int, tuple[Sequence[str], ClientConfig]] | None = None,
         observer: Callable[[int, NegotiationEvent], None] | None = None,
         history: int = 512,
+        poll_batch: int | None = POLL_BATCH,
     ) -> None:
         self.inner = inner
+        self.poll_batch = poll_batch
         self.clock = clock
         self.observer = observer
         self.servers: dict[int, UnicastServer] = {pn: UnicastServer(p) for pn, p in (servers or {}).items()}
@@ -197,7 +201,7 @@ class UnicastService:
         for pn, server in self.servers.items():
             d = server.next_deadline_ns()
             if d is not None and d <= now_ns:
-                out += self._convert(pn, server.poll(now_ns), now_ns)
+                out += self._convert(pn, server.poll(now_ns, self.poll_batch), now_ns)
         for pn, client in self.clients.items():
             d = client.next_deadline_ns()
             if d is not None and d <= now_ns:
@@ -398,9 +402,9 @@ class UnicastService:
             token = self._next_token
             self._next_token += 1
             self._pending[token] = _PendingFollowUp(pn, a.address, a.sequence_id, a.log_message_interval)
-            if len(self._pending) > 4096:  # stamps that never came back
-                for t in sorted(self._pending)[:1024]:
-                    del self._pending[t]
+            while len(self._pending) > MAX_PENDING_FOLLOW_UPS:  # stamps that never came back: oldest first
+                del self._pending[next(iter(self._pending))]
+                self.counters["follow_up_stamp_lost"] += 1
             return [SendMessage(pn, sync, True, a.address, token)]
         return []
 

@@ -44,6 +44,7 @@ from controlplane.runtime.transport import Received, Transport, TransportError, 
 log = logging.getLogger("ptp-switch")
 
 UDS_PORT = 0  # the management socket is port 0, as in ptp4l
+MAX_PENDING_TX_TOKENS = 1 << 16  # event sends whose TX stamp has not come back yet (older are forgotten)
 
 
 class Node(Protocol):
@@ -357,7 +358,8 @@ class Runtime:
             key = (action.port, token)
             self._tokens[key] = action.tx_token
             self._token_order.append(key)
-            while len(self._token_order) > 1024:  # stamps that never came
+            # stamps that never came; a unicast server may have thousands of Syncs in flight per burst
+            while len(self._token_order) > MAX_PENDING_TX_TOKENS:
                 self._tokens.pop(self._token_order.popleft(), None)
         return None
 

@@ -3,6 +3,13 @@
 Per port: an event socket (port 319, SO_TIMESTAMPING RX+TX) and a general socket (port 320),
 both bound to the interface (SO_BINDTODEVICE), joined to the PTP groups on that interface only,
 multicast loop off, TTL / hop limit 1.
+
+Receive buffers are enlarged (``rcvbuf_bytes``, default 4 MiB; SO_RCVBUFFORCE as root, else
+SO_RCVBUF up to net.core.rmem_max): the kernel queues each TX timestamp on the event socket's error
+queue and silently drops it once the queue's memory reaches the receive buffer size (about 300
+stamps with the default 208 KiB). A unicast server that sends a burst of Syncs (thousands of
+clients, a late loop) lost the TX stamps — so the Follow_Ups — of the tail of each burst; a burst
+of REQUEST_UNICAST_TRANSMISSION on the general socket was dropped the same way.
 """
 
 from __future__ import annotations
@@ -36,6 +43,22 @@ PTP_PRIMARY_V6 = "ff0e::181"
 PTP_PDELAY_V6 = "ff02::6b"
 # general socket: receive stamps only (no TX stamps: nothing waits for them)
 GENERAL_RX_FLAGS = SOF_TIMESTAMPING_RX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+DEFAULT_RCVBUF_BYTES = 4 << 20
+POLL_BATCH = 256  # datagrams / error-queue entries read per wake-up of one socket
+
+
+def set_receive_buffer(sock: socket.socket, size_bytes: int) -> int:
+    """Ask for ``size_bytes`` of receive buffer (which also bounds the TX-timestamp error queue).
+
+    SO_RCVBUFFORCE (CAP_NET_ADMIN) ignores net.core.rmem_max; without the capability fall back to
+    SO_RCVBUF (capped by rmem_max). Returns what the kernel granted (it doubles the request)."""
+    if size_bytes > 0:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size_bytes)
+        except PermissionError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size_bytes)
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
 
 
 def _interface_ipv4(sock: socket.socket, ifname: str) -> bytes:
@@ -71,8 +94,10 @@ class _UdpBase:
     family = socket.AF_INET
 
     def __init__(self, ifname: str, *, timestamping: TimestampMode = TimestampMode.SOFTWARE, ttl: int = 1,
-                 event_port: int = EVENT_PORT, general_port: int = GENERAL_PORT) -> None:
+                 event_port: int = EVENT_PORT, general_port: int = GENERAL_PORT,
+                 rcvbuf_bytes: int = DEFAULT_RCVBUF_BYTES) -> None:
         self.ifname = ifname
+        self.rcvbuf_bytes = rcvbuf_bytes
         self.timestamping = timestamping
         self.ttl = ttl
         self.event_port = event_port
@@ -101,6 +126,7 @@ class _UdpBase:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, self.ifname.encode())
+            set_receive_buffer(sock, self.rcvbuf_bytes)
             if self.family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 sock.bind(("::", port))
@@ -182,10 +208,10 @@ class _UdpBase:
         event = sock is self._event
         out: list[TransportEvent] = []
         if event:
-            out.extend(drain_error_queue(sock, self.timestamping))
+            out.extend(drain_error_queue(sock, self.timestamping, POLL_BATCH))
         else:
             drain_error_queue(sock, TimestampMode.SOFTWARE)  # nothing should be there; never let it spin
-        for _ in range(64):
+        for _ in range(POLL_BATCH):
             try:
                 data, ancdata, _flags, addr = sock.recvmsg(2048, 1024)
             except (BlockingIOError, InterruptedError):

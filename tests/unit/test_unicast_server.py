@@ -265,3 +265,30 @@ def test_many_clients_scale():
         s.handle_signaling(f"10.{i // 250}.{i % 250}.1", None, [Request(MT.SYNC, 0, 10)], T0 + i * 1000)
     out = due(run_until(s, T0 + 3 * NS_PER_S - 1))
     assert len(out) == 5000 * 3
+
+
+def test_poll_with_a_limit_hands_out_the_earliest_due_and_keeps_the_rest_due():
+    s = UnicastServer(ServerPolicy(max_clients=100))
+    addrs = [f"10.0.1.{i}" for i in range(1, 11)]
+    for i, a in enumerate(addrs):  # phases 0..9 ms apart
+        request(s, a, Request(MT.SYNC, 0, 300), now=T0 + i * 1_000_000)
+    late = T0 + 20_000_000  # the loop was late: all ten first Syncs are due at once
+    first = due(s.poll(late, max_transmissions=4))
+    assert [d.address for d in first] == addrs[:4]
+    assert s.next_deadline_ns() is not None and s.next_deadline_ns() <= late  # the rest is still due
+    rest = due(s.poll(late, max_transmissions=4)) + due(s.poll(late, max_transmissions=4))
+    assert [d.address for d in rest] == addrs[4:]
+    assert s.next_deadline_ns() == T0 + NS_PER_S  # next period, phases kept
+    assert all(d.sequence_id == 0 for d in first + rest)
+    with pytest.raises(UnicastUsageError):
+        s.poll(late, max_transmissions=0)
+
+
+def test_poll_limit_does_not_delay_expiry():
+    s = UnicastServer(ServerPolicy(min_duration_s=1, max_clients=100))
+    for i in range(5):
+        request(s, f"10.0.2.{i + 1}", Request(MT.SYNC, 0, 1))
+    acts = s.poll(T0 + NS_PER_S, max_transmissions=1)  # every grant expires exactly now
+    assert not due(acts)
+    assert sum(1 for a in acts if isinstance(a, NegotiationEvent) and a.kind == "expired") == 5
+    assert s.client_count == 0 and s.next_deadline_ns() is None
