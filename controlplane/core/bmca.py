@@ -337,6 +337,10 @@ class ForeignMasterTable:
         """Drop one sender's record (no error if absent)."""
         self._records.pop(sender, None)
 
+    def senders(self) -> tuple[PortIdentity, ...]:
+        """The senders with a record, least recently heard first."""
+        return tuple(self._records)
+
     def clear(self) -> None:
         self._records.clear()
 

@@ -295,6 +295,21 @@ class Clock:
             return self._dispatch(port, Event.INITIALIZE, now_ns, "INITIALIZE")
         return []
 
+    def forget_foreign_masters(self, port_number: int, *, keep: PortIdentity | None = None) -> int:
+        """Drop the foreign-master records of one port, except ``keep``'s (e.g. a unicast client that
+        switched server: only the new server may be a candidate). Returns how many were dropped. The
+        state decision sees it at the next BMCA run (``run_state_decision``)."""
+        table = self.port(port_number).foreign
+        dropped = [s for s in table.senders() if s != keep]
+        for sender in dropped:
+            table.forget(sender)
+        return len(dropped)
+
+    def run_state_decision(self, now_ns: int) -> list[Action]:
+        """Run the BMCA and the state decision of every port now (9.2.6), not at the next Announce or
+        announce-interval timer; returns the resulting actions (state changes, parent change)."""
+        return self._run_bmca(now_ns)
+
     def _slave_only(self, port: Port) -> bool:
         return self.default_ds.slave_only or port.slave_only
 

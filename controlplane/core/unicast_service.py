@@ -340,19 +340,14 @@ class UnicastService:
 
     def _switch(self, pn: int, ev: ActiveServerChanged, now_ns: int) -> list[Any]:
         """The client changed server: make the core's BMCA see that server only, now."""
-        port = self.clock.port(pn)
         keep = PortIdentity(*ev.port_identity) if ev.port_identity is not None else None
-        # TODO(core): a public ForeignMasterTable.forget(sender) / Clock.rerun_bmca(now) would replace these two
-        records = port.foreign._records
-        for sender in list(records):
-            if sender != keep:
-                del records[sender]
+        self.clock.forget_foreign_masters(pn, keep=keep)
         out: list[Any] = []
         if ev.new_address is not None:
             for msg, t, src in list(self._announces.get((pn, ev.new_address), ())):
                 out += self.inner.handle_message(pn, msg, None, t, src)
             self._replayed = True
-        out += self.clock._run_bmca(now_ns)
+        out += self.clock.run_state_decision(now_ns)
         self.counters["server_switches"] += 1
         return self._post(out, now_ns)
 
