@@ -12,11 +12,11 @@ per port sends each client's REQUEST_UNICAST_TRANSMISSION (Sync, logInterMessage
 300 s) from its own source address (IP_PKTINFO) and records, per destination address, the kernel
 arrival time (SO_TIMESTAMPNS) of every Sync and Follow_Up.
 
-For every step N: wait until all N hold a grant, then take a window of ``window`` seconds. Missed
-messages per client come from the arrival times inside the window (a gap of k periods is k-1
-missed; an edge gap of more than one period + 100 ms is one more), for Syncs and Follow_Ups alike
-(a Sync without its Follow_Up is useless to a two-step client); missed % = missed / (received +
-missed). Counting by kernel arrival time, not by when this process got round to reading, keeps the
+For every step N: wait until all N hold a grant, then take a window of ``window`` seconds. Per
+client, the server's send slots inside the window (its fixed phase, from the earliest arrival, +
+k seconds) and the arrivals that fill them give expected and missed messages, for Syncs and
+Follow_Ups alike (a Sync without its Follow_Up is useless to a two-step client); missed % =
+missed / expected. Counting by kernel arrival time, not by when this process got round to reading, keeps the
 generator's own scheduling delays out of the figure (reading time made a loaded generator report
 ~0.2 % "missed" that the server had sent on time). Also: the server's CPU time (utime+stime of its
 PID) over the window and its namespace's UDP RcvbufErrors/SndbufErrors. Reports the most clients
@@ -61,22 +61,26 @@ IP_PKTINFO = 8
 SO_TIMESTAMPNS = 35  # asm-generic/socket.h (SO_TIMESTAMPNS_OLD); the cmsg type has the same value
 SCM_TIMESTAMPNS = SO_TIMESTAMPNS
 PERIOD_NS = 1_000_000_000  # logInterMessagePeriod 0
-EDGE_TOLERANCE_NS = 100_000_000  # a Sync this late at the window's edge is not counted as missed
 
 
-def missed_syncs(stamps: list[int], t0_ns: int, t1_ns: int, period_ns: int = PERIOD_NS) -> int:
-    """Syncs one client missed in [t0, t1], from the kernel arrival times of those it received.
+def slot_count(stamps: list[int], t0_ns: int, t1_ns: int, period_ns: int = PERIOD_NS) -> tuple[int, int]:
+    """(expected, received) messages of one client whose server sends every ``period_ns`` at a fixed
+    phase, for the send slots inside [t0, t1], from the kernel arrival times of what it received.
 
-    Inside: a gap of k periods between two arrivals is k-1 missed Syncs (rounded, so arrival jitter
-    does not count). At each edge of the window: a gap of at least one period (+ tolerance) from the
-    edge to the first/last arrival is a missed Sync. A client with no Sync missed the whole window."""
-    ts = sorted(t for t in stamps if t0_ns <= t <= t1_ns)
-    if not ts:
-        return max(1, (t1_ns - t0_ns) // period_ns)
-    missed = sum(max(0, round((b - a) / period_ns) - 1) for a, b in zip(ts, ts[1:]))
-    for edge_gap in (ts[0] - t0_ns, t1_ns - ts[-1]):
-        missed += max(0, (edge_gap - EDGE_TOLERANCE_NS) // period_ns)
-    return missed
+    The phase is the earliest arrival modulo the period (the least delayed message); each arrival
+    belongs to the nearest slot (so arrivals up to half a period late still count for their own
+    slot, and a slot sent just before t1 but read after it is not lost); a slot with no arrival is
+    a missed message. Arrivals must cover [t0, t1 + the largest delay]. A client with no arrival in
+    the window missed all of it."""
+    if not stamps:
+        return max(1, (t1_ns - t0_ns) // period_ns), 0
+    ref = stamps[0]
+    phase = ref + min(((t - ref + period_ns // 2) % period_ns) - period_ns // 2 for t in stamps)
+    first = -((phase - t0_ns) // period_ns)  # the first slot k with phase + k*P >= t0
+    last = (t1_ns - phase) // period_ns
+    slots = {round((t - phase) / period_ns) for t in stamps}
+    expected = max(0, last - first + 1)
+    return expected, sum(1 for k in range(first, last + 1) if k in slots)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -245,9 +249,8 @@ def run(steps: list[int], window_s: float, duration_s: int, server: str = "daemo
                 clients = [client_addr(i) for i in range(n) if client_addr(i) in gen.grants]
                 counts = {}
                 for kind, rx in (("syncs", gen.sync_rx), ("follow_ups", gen.follow_up_rx)):
-                    got = sum(sum(1 for t in rx.get(c, ()) if t0_ns <= t <= t1_ns) for c in clients)
-                    lost = sum(missed_syncs(rx.get(c, []), t0_ns, t1_ns) for c in clients)
-                    counts[kind] = (got, lost)
+                    slots = [slot_count(rx.get(c, []), t0_ns, t1_ns) for c in clients]
+                    counts[kind] = (sum(got for _, got in slots), sum(exp - got for exp, got in slots))
                 received = sum(got for got, _ in counts.values())
                 missed = sum(lost for _, lost in counts.values())
                 expected = received + missed

@@ -998,9 +998,18 @@ class ClockBackend:
         return out
 
     def grants(self) -> list[GrantSnapshot]:
-        if self.grants_source is None:
+        if self.grants_source is not None:
+            return list(self.grants_source())
+        # the daemon's unicast service (core/unicast_service.py) hangs itself on the clock as .unicast
+        service = getattr(self.core_clock, "unicast", None)
+        if service is None or not hasattr(service, "grant_rows"):
             return []
-        return list(self.grants_source())
+        return [GrantSnapshot(port=r.port_name, role=r.role, address=r.address, message_type=r.message_type,
+                              log_inter_message_period=r.log_inter_message_period, duration_s=r.duration_s,
+                              remaining_ns=r.remaining_ns, renewal_invited=r.renewal_invited,
+                              peer_port_identity=None if r.peer_port_identity is None else
+                              (clock_identity_text(r.peer_port_identity[0]), r.peer_port_identity[1]))
+                for r in service.grant_rows(self.monotonic_ns())]
 
     def apply_port_settings(self, port_name: str, settings: PortSettings) -> None:
         c = self.core_clock
