@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import errno
 import logging
 import math
 import time
@@ -44,6 +45,7 @@ from controlplane.runtime.transport import Received, Transport, TransportError, 
 log = logging.getLogger("ptp-switch")
 
 UDS_PORT = 0  # the management socket is port 0, as in ptp4l
+_TRANSIENT_SEND_ERRNOS = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.ENETUNREACH, errno.EHOSTUNREACH})
 MAX_PENDING_TX_TOKENS = 1 << 16  # event sends whose TX stamp has not come back yet (older are forgotten)
 
 
@@ -94,6 +96,7 @@ class Counters:
     clock_adjustments: int = 0
     dataplane_writes: int = 0
     rx_rate_limited: int = 0  # management/signaling over a rate limit (runtime/ratelimit.py)
+    tx_dropped: int = 0  # sends lost without a FAULT: a unicast peer unreachable, or a full socket buffer
 
 
 @dataclasses.dataclass
@@ -141,6 +144,7 @@ class Runtime:
         self.monotonic_ns = monotonic_ns
         self.on_action = on_action
         self.counters = Counters()
+        self._tx_drop_logged_s: int | None = None
         # management/signaling from PTP ports (not the UNIX socket) pass token buckets before decoding
         self.rate_limits = rate_limits if rate_limits is not None else MessageRateLimits(now_ns=monotonic_ns())
         self.last_offset: OffsetSample | None = None
@@ -351,6 +355,16 @@ class Runtime:
             token = transport.send(data, event=action.event, peer_delay=peer_delay, dest=unicast)
         except TransportError as exc:
             self.counters.tx_errors += 1
+            if unicast is not None or getattr(exc.__cause__, "errno", None) in _TRANSIENT_SEND_ERRNOS:
+                # one (possibly forged) peer unreachable or a momentarily full buffer: this message is
+                # lost, the port is not faulty (a FAULT would let any sender take the port down)
+                self.counters.tx_dropped += 1
+                now_s = self.monotonic_ns() // 1_000_000_000
+                if now_s != self._tx_drop_logged_s:  # at most one line a second
+                    self._tx_drop_logged_s = now_s
+                    log.warning("%s: %s (%d sends lost so far; port kept)", self.port_name(action.port), exc,
+                                self.counters.tx_dropped)
+                return None
             self._fault(action.port, str(exc))
             return None
         self.counters.tx_messages += 1
