@@ -62,7 +62,7 @@ def _attach(args: argparse.Namespace) -> int:
     except (DataplaneError, OSError) as exc:
         raise CliError(str(exc)) from None
     for st in dp.ports.values():
-        print(f"{st.ifname}: ingress {st.ingress_hook}, egress tc ({args.mode})")
+        print(f"{st.ifname}: ingress {st.ingress_hook}, egress {st.tc_api or 'tc'} ({args.mode})")
     if dp.pin_dir:
         print(f"pinned under {dp.pin_dir}")
     dp.close()
