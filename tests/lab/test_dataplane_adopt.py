@@ -56,3 +56,45 @@ def test_sigkilled_owner_then_adopt(make_lab):
     assert not pins.exists(), "detach left the pin directory"
     with pytest.raises(DataplaneError, match="nothing to adopt"):
         lab.in_node("sw1", lambda: Dataplane.adopt(ports))
+
+
+def test_attach_twice_replaces_never_stacks(make_lab):
+    """The CLI attach run twice leaves exactly one of our programs per hook (tcx replace, XDP replace);
+    detach leaves none and removes the pins."""
+    from dataplane import libbpf
+    from dataplane.loader import PIN_ROOT, _prog_name_by_id
+
+    lab = make_lab(catalog.parse("gm sw1 sl", name="dp-reattach"))
+    ports = list(lab.switch_ports("sw1"))
+    cli = [sys.executable, "-m", "controlplane.services.cli", "dataplane"]
+    ifs = [a for p in ports for a in ("-i", p)]
+
+    def ours() -> dict[str, list[str]]:
+        def q() -> dict[str, list[str]]:
+            from dataplane.loader import _ipr, _xdp_prog_id
+
+            out = {}
+            with _ipr() as ipr:
+                for p in ports:
+                    idx = ipr.link_lookup(ifname=p)[0]
+                    names = [_prog_name_by_id(i) for t in (libbpf.BPF_TCX_INGRESS, libbpf.BPF_TCX_EGRESS)
+                             for i in libbpf.prog_query(idx, t)]
+                    xdp = _xdp_prog_id(ipr, idx)
+                    out[p] = sorted([n for n in names if n] + ([_prog_name_by_id(xdp)] if xdp else []))
+            return out
+        return lab.in_node("sw1", q)
+
+    for _ in range(2):
+        res = lab.run("sw1", cli + ["attach", "--mode", "e2e", *ifs], timeout=120)
+        assert res.returncode == 0, res.stderr[-500:]
+        assert "egress tcx" in res.stdout, res.stdout
+    assert ours() == {p: ["tc_egress", "xdp_ingress"] for p in ports}
+    res = lab.run("sw1", cli + ["attach", "--mode", "e2e", "--ingress-hook", "tc", *ifs], timeout=120)
+    assert res.returncode == 0, res.stderr[-500:]
+    assert ours() == {p: ["tc_egress", "tc_ingress"] for p in ports}, "switching hooks must remove the XDP program"
+    ino = os.stat(f"/run/netns/{lab.ns('sw1')}").st_ino
+    assert (PIN_ROOT / str(ino) / "prog_tc_egress").exists()
+    res = lab.run("sw1", cli + ["detach", *ifs], timeout=60)
+    assert res.returncode == 0, res.stderr[-500:]
+    assert ours() == {p: [] for p in ports}
+    assert not (PIN_ROOT / str(ino)).exists()
