@@ -1,0 +1,95 @@
+"""Debian's ptpd 2.3.1 as a second, independent unicast peer of the ptp-switch server (issue 7).
+
+ptpd runs as a unicast-negotiating slave (``-s -U -g -u SERVER``) behind the router of the `atr`
+topology and asks ``ptp-switch run`` (``unicast_listen 1``) for Announce, Sync and Delay_Resp. It
+never touches the system clock: ``-n`` (clock:no_adjust), clock:no_reset, leap seconds ignored,
+and — enforced by the kernel, not by its options — it runs without CAP_SYS_TIME (``setpriv``
+drops it from the inheritable and bounding sets, so adjtimex/clock_settime writes would fail
+with EPERM). All namespaces share one kernel clock, so ptpd's "offset from master" is pure error.
+
+Proved: grants for the three message types capped to the server's maximum, renewed by ptpd before
+they expire (no expiry while it runs); ptpd reaches PTP_SLAVE with the server as best master and
+counts Syncs, Follow_Ups and Delay_Resps (its status file); a capture shows unicast Sync/Follow_Up/
+Delay_Resp/Announce from the server; ptpd's offset is bounded; when ptpd stops it cancels.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import statistics
+import subprocess
+import time
+
+import pytest
+
+from tests.lab.test_atr import _events, _lab, _server_options, _switch
+
+if shutil.which("ptpd") is None or shutil.which("setpriv") is None or shutil.which("tshark") is None:  # pragma: no cover
+    pytest.skip("ptpd/setpriv/tshark not installed; run make setup", allow_module_level=True)
+
+CAP_SYS_TIME = 25
+# ptpd statistics line (-V): timestamp, state, clock id, one-way delay, offset from master, ...
+STATS_RE = re.compile(r"^\S+ \S+, slv, \S+, +(-?\d+\.\d+), +(-?\d+\.\d+),", re.M)
+
+
+def _status(text: str) -> dict[str, str]:
+    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines()) if v}
+
+
+def test_ptpd_negotiates_and_synchronises_to_ptp_switch_server(tmp_path):
+    with _lab() as lab:
+        srv_ip, cl_ip = lab.addr("srv1", "cl"), lab.addr("cl", "r1")
+        _, srv_log = _switch(lab, "srv1", _server_options(10, max_duration=8) + "logMinDelayReqInterval 0\n")
+        pcap, status, log = tmp_path / "cl.pcapng", tmp_path / "ptpd.status", tmp_path / "ptpd.log"
+        cap = lab.popen("cl", ["tshark", "-q", "-i", "eth0", "-w", str(pcap), "-a", "duration:22", "-f",
+                               f"udp and host {srv_ip}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1)
+        ptpd = lab.popen("cl", [
+            "setpriv", "--inh-caps", "-sys_time", "--bounding-set", "-sys_time", "--",
+            "ptpd", "-C", "-V", "-L", "-i", "eth0", "-s", "-U", "-g", "-u", srv_ip, "-n",
+            "--clock:no_reset=Y", "--clock:leap_second_handling=ignore", "--clock:drift_handling=preserve",
+            "--ptpengine:unicast_grant_duration=30",  # ptpd's minimum; the server caps it to 8 s
+            "--ptpengine:log_announce_interval=0", "--ptpengine:log_sync_interval=0",
+            "--ptpengine:log_delayreq_interval=0",
+            f"--global:status_file={status}", "--global:log_status=Y", "--global:status_update_interval=1",
+        ], stdout=log.open("w"), stderr=subprocess.STDOUT)
+        time.sleep(1)
+        with open(f"/proc/{ptpd.pid}/status") as f:
+            cap_eff = int(_status(f.read())["CapEff"], 16)
+        cap.wait(timeout=40)
+        st = _status(status.read_text()) if status.exists() else {}
+        ptpd.terminate()
+        ptpd.wait(timeout=10)
+        time.sleep(1)
+        events = _events(srv_log)
+        fields = lab.run("cl", ["tshark", "-r", str(pcap), "-T", "fields", "-e", "ip.src", "-e", "ip.dst", "-e",
+                                "ptp.v2.messagetype", "-e", "ptp.v2.flags.unicast"], timeout=30)
+    text = log.read_text(errors="replace")
+    assert not cap_eff & (1 << CAP_SYS_TIME), "ptpd must run without CAP_SYS_TIME"
+    kinds = [(e.get("kind"), e.get("address"), e.get("message_type"), e.get("detail")) for e in events]
+    for mtype in ("ANNOUNCE", "SYNC", "DELAY_RESP"):
+        assert ("granted", cl_ip, mtype, "8 s") in kinds, kinds
+        assert ("renewed", cl_ip, mtype, "8 s") in kinds, kinds  # ptpd renews before the 8 s run out
+    expired_while_running = [k for k in kinds if k[0] == "expired"]
+    assert not expired_while_running, expired_while_running
+    assert st.get("Port state") == "PTP_SLAVE", (st, text[-2000:])
+    assert st.get("Best master IP") == srv_ip, st
+    for counter in ("Sync received", "Follow-up received", "DelayResp received"):
+        assert int(st.get(counter, "0")) >= 8, (counter, st)
+    rows = [r.split("\t") for r in fields.stdout.splitlines() if r.count("\t") == 3]
+    sent = {}
+    for src, dst, mtype, unicast in rows:
+        if src == srv_ip and dst == cl_ip:
+            assert unicast in ("1", "True"), (mtype, unicast)
+            sent[int(mtype, 16)] = sent.get(int(mtype, 16), 0) + 1
+    assert all(sent.get(t, 0) >= 8 for t in (0x0, 0x8, 0x9, 0xB)), sent  # Sync, Follow_Up, Delay_Resp, Announce
+    offsets = [float(m.group(2)) * 1e9 for m in STATS_RE.finditer(text)]
+    assert len(offsets) >= 10, text[-2000:]
+    steady = offsets[len(offsets) // 3:]
+    print(f"ptpd via ptp-switch: {len(offsets)} offsets, steady median |offset| "
+          f"{statistics.median(abs(o) for o in steady):.0f} ns, max {max(abs(o) for o in steady):.0f} ns; sent {sent}")
+    assert statistics.median(abs(o) for o in steady) < 50_000, steady  # bridge + router, software stamps
+    assert max(abs(o) for o in steady) < 500_000, steady
+    canceled = [k for k in kinds if k[0] == "canceled_by_client"]
+    assert canceled, "ptpd did not cancel its grants when stopped"
