@@ -69,7 +69,8 @@ def test_ptp4l_gm_through_ptp_switch_tc_to_ptp4l_slave(make_lab: Callable[..., L
     print(f"{mode} {transport}: slave offset rms {rms:.0f} ns max {max(map(abs, offsets))} ns, "
           f"path delay median {sorted(delays)[len(delays) // 2]} ns, {len(offsets)} samples")
     # ANCHORS: ptp4l E2E_TC rms 0.68 us, P2P_TC 1.7 us, plain bridge 2.5-3.6 us; generous here
-    # (UDPv6 measured 11 us rms / 38 us max in one run: noisier, not yet understood)
+    # (UDPv6 once measured 11 us rms before bridge ports used runtime/rawudp.py; since then 1.8 and
+    # 2.6 us in two runs, like UDPv4 - the looser UDPv6 bound stays until more runs agree)
     assert rms < (30_000 if transport == "-6" else 15_000), offsets
     if mode == "P2P_TC":
         # the slave measured peer delay against the TC's port: the daemon answered Pdelay_Req
