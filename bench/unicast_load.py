@@ -196,15 +196,18 @@ def server_log_summary(path: os.PathLike) -> dict:
             "server_stop_line": stopped[-1][-200:] if stopped else None}
 
 
-def server_udp_errors(lab: Lab) -> dict:
-    """The server namespace's UDP drop counters (/proc/net/snmp is per network namespace)."""
-    res = lab.run("gm", ["cat", "/proc/net/snmp"])
-    rows = [ln.split() for ln in res.stdout.splitlines() if ln.startswith("Udp:")]
-    if len(rows) < 2:
-        return {}
-    udp = dict(zip(rows[0][1:], rows[1][1:]))
-    return {"server_udp_rcvbuf_errors": int(udp.get("RcvbufErrors", 0)),
-            "server_udp_sndbuf_errors": int(udp.get("SndbufErrors", 0))}
+def udp_errors(lab: Lab) -> dict:
+    """UDP drop counters of the server's and the generator's namespaces (/proc/net/snmp is per
+    network namespace): drops at the generator are the generator's fault, not the server's."""
+    out = {}
+    for node, who in (("gm", "server"), ("sl", "generator")):
+        res = lab.run(node, ["cat", "/proc/net/snmp"])
+        rows = [ln.split() for ln in res.stdout.splitlines() if ln.startswith("Udp:")]
+        if len(rows) >= 2:
+            udp = dict(zip(rows[0][1:], rows[1][1:]))
+            out[f"{who}_udp_rcvbuf_errors"] = int(udp.get("RcvbufErrors", 0))
+            out[f"{who}_udp_sndbuf_errors"] = int(udp.get("SndbufErrors", 0))
+    return out
 
 
 def run(steps: list[int], window_s: float, duration_s: int, server: str = "daemon", keep_logs: str | None = None) -> dict:
@@ -262,7 +265,7 @@ def run(steps: list[int], window_s: float, duration_s: int, server: str = "daemo
                        "missed_pct": round(missed_pct, 3), "server_cpu_pct": round(cpu_pct, 1),
                        "cpu_pct_per_1000_clients": round(cpu_pct * 1000 / max(granted, 1), 2),
                        "clients_without_sync": sum(1 for c in clients if not gen.sync_rx.get(c)),
-                       **server_udp_errors(lab)}
+                       **udp_errors(lab)}
                 proc.terminate()
                 try:
                     proc.wait(timeout=10)
