@@ -133,7 +133,8 @@ def section_hops(ctx: Ctx) -> Section:
 # -- section 2 ----------------------------------------------------------------------------------
 def section_residence(ctx: Ctx) -> Section:
     sec = Section(number=2, title=TITLES[2], columns=[
-        Column("impl", "implementation"), Column("hops", "hops in run"), Column("n", "Syncs matched"),
+        Column("impl", "implementation"), Column("hops", "hops in run"), Column("msg", "message (direction)"),
+        Column("n", "matched"),
         Column("res_ns", "mean true residence", "ns"), Column("p50_ns", "|error| p50", "ns"),
         Column("p99_ns", "|error| p99", "ns"), Column("mean_ns", "error mean", "ns"),
     ])
@@ -142,14 +143,18 @@ def section_residence(ctx: Ctx) -> Section:
     for r in ctx.chains:
         if r.error or not r.hops or r.spec.impl in (Impl.PTPS_BC, Impl.LINUXPTP_BC):
             continue
-        errs = [e for h in r.hops for e in h.error_ns]
-        res = [x for h in r.hops for x in h.true_residence_ns]
-        st = summarize(errs)
-        if st is None:
-            sec.rows.append({"impl": r.label, "hops": r.spec.hops, "reason": "no Sync matched on both sides of a switch"})
-            continue
-        sec.rows.append({"impl": r.label, "hops": r.spec.hops, "n": st.n, "res_ns": round(sum(res) / len(res)),
-                         "p50_ns": round(st.p50_abs_ns), "p99_ns": round(st.p99_abs_ns), "mean_ns": round(st.mean_ns)})
+        for msg, hops in (("Sync (GM -> slave)", r.hops), ("Delay_Req (slave -> GM)", r.reverse_hops)):
+            if not hops:
+                continue
+            errs = [e for h in hops for e in h.error_ns]
+            res = [x for h in hops for x in h.true_residence_ns]
+            st = summarize(errs)
+            if st is None:
+                sec.rows.append({"impl": r.label, "hops": r.spec.hops, "msg": msg,
+                                 "reason": "no message matched on both sides of a switch"})
+                continue
+            sec.rows.append({"impl": r.label, "hops": r.spec.hops, "msg": msg, "n": st.n, "res_ns": round(sum(res) / len(res)),
+                             "p50_ns": round(st.p50_abs_ns), "p99_ns": round(st.p99_abs_ns), "mean_ns": round(st.mean_ns)})
     if not sec.rows:
         return Section.not_measured(2, TITLES[2], "no section-1 run with captures succeeded")
     sec.status = MEASURED if all("reason" not in r for r in sec.rows) else PARTIAL
@@ -158,6 +163,11 @@ def section_residence(ctx: Ctx) -> Section:
         "(Sync seen leaving the downstream port - Sync seen entering the upstream port, tcpdump taps in the switch's "
         "namespace; one kernel clock). For P2P the true upstream link delay is added to the expected value.",
         "A plain bridge adds nothing, so its error is minus its residence. Boundary clocks re-time (no forwarded Sync) and are not listed.",
+        "Delay_Req rows (E2E TCs): the same per switch in the slave -> GM direction (one-step: the residence goes into the "
+        "Delay_Req itself); this direction has no queue, so its residence is the bridge's own forwarding time.",
+        "What no row shows: waiting *before* a switch's ingress stamp. On veth the XDP program runs after the packet waited "
+        "in the veth's NAPI ring (and a tc-ingress program after the per-CPU backlog), so that wait is counted as link delay "
+        "by the dataplane and by these taps alike; it is not symmetric under cross traffic and reaches the slave's error.",
         "The taps are not the dataplane's stamp points (XDP runs before the RX tap; tc egress before the qdisc), so a few "
         "hundred ns of the error can be measurement geometry. Pooled over all switches of the run.",
         "Command: the tcpdump lines are in section 1's lab (bench/scenarios_capture.py: "

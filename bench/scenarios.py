@@ -63,12 +63,15 @@ class ChainSpec:
     congested: bool = True
     transport: str = "UDPv4"  # ptp4l network_transport of every node
     shaping: Shaping = Shaping()
+    ingress_hook: str = "auto"  # ptp-switch E2E TC only: the dataplane's ingress hook (auto = XDP, else tc)
 
     def __post_init__(self) -> None:
         if not 1 <= self.hops <= 8:
             raise TopologyError(f"hops {self.hops} outside 1..8")
         if not 1 <= self.slaves <= 4:
             raise TopologyError(f"slaves {self.slaves} outside 1..4")
+        if self.ingress_hook not in ("auto", "xdp", "tc"):
+            raise TopologyError(f"ingress_hook {self.ingress_hook!r}: auto, xdp or tc")
         if self.transport not in ("UDPv4", "UDPv6", "L2"):
             raise TopologyError(f"transport {self.transport!r}: UDPv4, UDPv6 or L2")
 

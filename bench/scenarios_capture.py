@@ -28,6 +28,7 @@ from controlplane.codec.header import decode_header
 from controlplane.codec.pcap import read_capture
 
 SYNC = 0x0
+DELAY_REQ = 0x1
 FOLLOW_UP = 0x8
 CAPTURE_FILTER = "udp port 319 or udp port 320 or ether proto 0x88f7"
 
@@ -43,8 +44,8 @@ class Seen:
     correction_ns: float
 
 
-def read_ptp(pcap_bytes: bytes) -> list[Seen]:
-    """Sync and Follow_Up messages of a capture (others and undecodable frames skipped)."""
+def read_ptp(pcap_bytes: bytes, types: tuple[int, ...] = (SYNC, FOLLOW_UP, DELAY_REQ)) -> list[Seen]:
+    """Sync, Follow_Up and Delay_Req messages of a capture (others and undecodable frames skipped)."""
     out = []
     for rec in read_capture(pcap_bytes):
         frame = parse_frame(rec.data, rec.linktype)
@@ -55,7 +56,7 @@ def read_ptp(pcap_bytes: bytes) -> list[Seen]:
         except ValueError:
             continue
         mt = int(h.message_type)
-        if mt not in (SYNC, FOLLOW_UP):
+        if mt not in types:
             continue
         pid = h.source_port_identity
         src = bytes(pid.clock_identity) + int(pid.port_number).to_bytes(2, "big")
@@ -122,6 +123,43 @@ def hop_residences(points: list[tuple[str, list[Seen], list[Seen]]], upstream: l
             hop.error_ns.append(added - expected)
         out.append(hop)
         prev_out = eout
+    return out
+
+
+def slave_source(seen_at_slave_port: list[Seen]) -> bytes | None:
+    """The sourcePortIdentity of the slave attached to a switch port: its Delay_Reqs arrive there with
+    correctionField 0, while other slaves' Delay_Reqs flooded out of that port carry a TC's correction."""
+    counts: dict[bytes, int] = {}
+    for s in seen_at_slave_port:
+        if s.msg_type == DELAY_REQ and s.correction_ns == 0:
+            counts[s.source] = counts.get(s.source, 0) + 1
+    return max(counts, key=lambda k: counts[k]) if counts else None
+
+
+def delay_req_residences(points: list[tuple[str, list[Seen], list[Seen]]], source: bytes | None = None) -> list[HopResidence]:
+    """The reverse direction (slave -> GM) for an E2E TC: ``points`` = [(switch, seen on its downstream
+    port, seen on its upstream port)], in path order. A one-step TC adds a Delay_Req's residence to the
+    Delay_Req itself; error = added - (t leaving upstream - t entering downstream). Matched by
+    (sequenceId, sourcePortIdentity); only ``source``'s Delay_Reqs when given (with several slaves, the
+    others' copies flooded out of the downstream port would otherwise look like arrivals)."""
+    out = []
+    for name, entering, leaving in points:
+        if source is not None:
+            entering = [s for s in entering if s.source == source]
+        hop = HopResidence(name)
+        ein, eout = _index(entering), _index(leaving)
+        for key, s_in in ein.items():
+            if key[0] != DELAY_REQ or key not in eout:
+                continue
+            s_out = eout[key]
+            if s_out.t_ns <= s_in.t_ns:
+                continue  # seen leaving before entering: the copy went the other way
+            added = s_out.correction_ns - s_in.correction_ns
+            true_res = s_out.t_ns - s_in.t_ns
+            hop.added_ns.append(added)
+            hop.true_residence_ns.append(true_res)
+            hop.error_ns.append(added - true_res)
+        out.append(hop)
     return out
 
 

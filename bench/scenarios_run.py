@@ -70,6 +70,7 @@ class ChainResult:
     commands: list[str] = field(default_factory=list)
     error: str | None = None
     hops: list[Any] = field(default_factory=list)  # bench.scenarios_capture.HopResidence, GM -> first slave
+    reverse_hops: list[Any] = field(default_factory=list)  # the same for Delay_Req, first slave -> GM (E2E TCs)
     elapsed_s: float = 0.0
     skip_s: float = 0.0  # discarded at the start of the window (servo-free, but first Syncs are odd)
 
@@ -223,7 +224,7 @@ def run_chain(
                 sr.samples = [(round(t - t_first, 3), o, d) for (t, o, d) in tails[sr.name].offsets]
             if caps is not None:
                 caps.stop()
-                result.hops = _analyse_captures(caps, spec)
+                result.hops, result.reverse_hops = _analyse_captures(caps, spec)
             result.switches = _collect_switches(lab, spec, switch_handles, result.hops)
             for sr in result.slaves:
                 if sr.samples and all(o == 0 and d == 0 for (_, o, d) in sr.samples):
@@ -322,11 +323,12 @@ def _start_ptp_switch(lab: Any, sw: str, ports: list[str], spec: ChainSpec, resu
         except Exception as exc:  # noqa: BLE001 - reported as the row's reason
             raise ChainError(f"{spec.label}: the dataplane loader does not import ({exc})") from None
         try:
-            dp = lab.in_node(sw, lambda: Dataplane(list(ports), mode="e2e", pin=False).attach())
+            dp = lab.in_node(sw, lambda: Dataplane(list(ports), mode="e2e", pin=False, ingress_hook=spec.ingress_hook).attach())
         except Exception as exc:  # noqa: BLE001
             raise ChainError(f"{spec.label}: dataplane attach in {sw} failed: {exc}") from None
         hooks = ", ".join(f"{p.ifname}:{p.ingress_hook}+tc" for p in dp.ports.values())
-        result.commands.append(f"# {lab.ns(sw)}: dataplane.loader.Dataplane({list(ports)}, mode='e2e', pin=False).attach()  [{hooks}]")
+        result.commands.append(f"# {lab.ns(sw)}: dataplane.loader.Dataplane({list(ports)}, mode='e2e', pin=False, "
+                               f"ingress_hook={spec.ingress_hook!r}).attach()  [{hooks}]")
         return _SwitchHandle(sw, dataplane=dp, note=f"eBPF TC ({hooks})", lab=lab)
     cfg = lab.workdir / f"{sw}.cfg"
     cfg.write_text(ptp4l_config("ptps", spec, lab.uds_path(sw)))
@@ -365,17 +367,24 @@ def _start_captures(lab: Any, spec: ChainSpec) -> Any:
     return caps
 
 
-def _analyse_captures(caps: Any, spec: ChainSpec) -> list[Any]:
-    from bench.scenarios_capture import hop_residences
+def _analyse_captures(caps: Any, spec: ChainSpec) -> tuple[list[Any], list[Any]]:
+    """(Sync per hop GM -> first slave, Delay_Req per hop first slave -> GM; the latter only for E2E)."""
+    from bench.scenarios_capture import delay_req_residences, hop_residences, slave_source
 
     path = ["gm", *spec.switches, spec.slave_names[0]]
     gm_out = caps.read("gm", caps.points[0][1])
-    points = []
+    points, reverse = [], []
     for i, sw in enumerate(spec.switches, start=1):
         up = caps.lab.ifname(sw, path[i - 1])
         down = caps.lab.ifname(sw, path[i + 1])
-        points.append((sw, caps.read(sw, up), caps.read(sw, down)))
-    return hop_residences(points, gm_out, p2p=spec.delay_mechanism == "P2P")
+        seen_up, seen_down = caps.read(sw, up), caps.read(sw, down)
+        points.append((sw, seen_up, seen_down))
+        reverse.append((sw, seen_down, seen_up))
+    fwd = hop_residences(points, gm_out, p2p=spec.delay_mechanism == "P2P")
+    rev = []
+    if spec.impl in (Impl.PTPS_E2E, Impl.LINUXPTP_E2E) and reverse:
+        rev = delay_req_residences(reverse, source=slave_source(reverse[-1][1]))
+    return fwd, rev
 
 
 def _collect_switches(lab: Any, spec: ChainSpec, handles: list[_SwitchHandle], hops: list[Any]) -> list[SwitchResult]:
@@ -445,12 +454,14 @@ def result_summary(r: ChainResult) -> dict[str, Any]:
         "topology": r.spec.text(), "commands": r.commands, "slaves": [], "switches": [dataclasses.asdict(s) for s in r.switches],
     }
     out["hops_residence"] = []
-    for h in r.hops:
-        est = h.error_stats()
-        out["hops_residence"].append({
-            "switch": h.switch, "n": len(h.error_ns), "mean_true_residence_ns": h.mean_residence_ns(),
-            "mean_added_ns": h.mean_added_ns(), "error": est.as_dict() if est else None,
-        })
+    out["hops_residence_delay_req"] = []
+    for key, hops in (("hops_residence", r.hops), ("hops_residence_delay_req", r.reverse_hops)):
+        for h in hops:
+            est = h.error_stats()
+            out[key].append({
+                "switch": h.switch, "n": len(h.error_ns), "mean_true_residence_ns": h.mean_residence_ns(),
+                "mean_added_ns": h.mean_added_ns(), "error": est.as_dict() if est else None,
+            })
     for s in r.slaves:
         st = s.stats(r.skip_s)
         out["slaves"].append({

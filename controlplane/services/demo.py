@@ -124,20 +124,26 @@ def table(results: list[Any]) -> str:
             lines.append(f"{r.label:<20} {s.name:<5} {s.congested_hops:>6} {st.n:>4} {fmt_ns(st.rms_ns):>11} "
                          f"{fmt_ns(st.max_abs_ns):>13} {fmt_ns(st.mean_ns):>10} {fmt_ns(s.mean_path_delay_ns(r.skip_s)):>11} {first:>10}")
     lines.append("")
-    hdr2 = f"{'variant':<20} {'switch':<6} {'corrected (dataplane)':>22} {'mean residence (capture)':>25} {'residence error p50/p99':>24}  note"
+    hdr2 = (f"{'variant':<20} {'switch':<6} {'corrected (dataplane)':>22} {'mean residence (capture)':>25} "
+            f"{'Sync error p50/p99':>22} {'Delay_Req error p50/p99':>24}  note")
     lines.append(hdr2)
     lines.append("-" * len(hdr2))
     for r in results:
         if r.error:
             continue
         hops = {h.switch: h for h in r.hops}
+        rev = {h.switch: h for h in getattr(r, "reverse_hops", [])}
+        tc = r.spec.impl not in (Impl.BRIDGE, Impl.PTPS_BC, Impl.LINUXPTP_BC)
+
+        def err(h: Any) -> str:
+            est = h.error_stats() if h is not None and tc else None
+            return f"{fmt_ns(est.p50_abs_ns)} / {fmt_ns(est.p99_abs_ns)}" if est else "—"
+
         for sw in r.switches:
             corr = str(sw.corrected) if sw.corrected is not None else "—"
             res = fmt_ns(sw.mean_residence_ns) if sw.mean_residence_ns is not None else "—"
-            h = hops.get(sw.name)
-            est = h.error_stats() if h is not None and r.spec.impl is not Impl.BRIDGE and r.spec.impl not in (Impl.PTPS_BC, Impl.LINUXPTP_BC) else None
-            err = f"{fmt_ns(est.p50_abs_ns)} / {fmt_ns(est.p99_abs_ns)}" if est else "—"
-            lines.append(f"{r.label:<20} {sw.name:<6} {corr:>22} {res:>25} {err:>24}  {sw.note}")
+            lines.append(f"{r.label:<20} {sw.name:<6} {corr:>22} {res:>25} {err(hops.get(sw.name)):>22} "
+                         f"{err(rev.get(sw.name)):>24}  {sw.note}")
     return "\n".join(lines)
 
 

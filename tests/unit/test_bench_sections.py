@@ -59,3 +59,16 @@ def test_failover_log_parsing(tmp_path: pathlib.Path) -> None:
     ]) + "\n")
     ev = _json_events(log)
     assert [e.get("kind") for e in ev] == ["active_server", "offset"] and ev[0]["address"] == "10.0.0.2"
+
+
+def test_delay_req_residence_follows_the_first_slave_only() -> None:
+    from bench.scenarios_capture import DELAY_REQ, Seen, delay_req_residences, slave_source
+
+    a, b = b"A" * 10, b"B" * 10
+    # at the last switch's port toward slave A: A's Delay_Reqs arrive uncorrected; B's leave corrected
+    down = [Seen(1_000, DELAY_REQ, 1, a, 0.0), Seen(5_000, DELAY_REQ, 7, b, 3_000.0)]
+    up = [Seen(21_000, DELAY_REQ, 1, a, 19_500.0), Seen(4_900, DELAY_REQ, 7, b, 3_000.0)]
+    assert slave_source(down) == a
+    hop = delay_req_residences([("sw1", down, up)], source=a)[0]
+    assert hop.true_residence_ns == [20_000] and hop.error_ns == [-500.0]
+    assert slave_source([]) is None
