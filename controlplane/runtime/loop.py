@@ -96,6 +96,7 @@ class Counters:
     clock_adjustments: int = 0
     dataplane_writes: int = 0
     rx_rate_limited: int = 0  # management/signaling over a rate limit (runtime/ratelimit.py)
+    rx_node_errors: int = 0  # a received message whose handling raised (logged with its traceback)
     tx_dropped: int = 0  # sends lost without a FAULT: a unicast peer unreachable, or a full socket buffer
 
 
@@ -246,7 +247,15 @@ class Runtime:
             return
         self.counters.rx_messages += 1
         rx_ptp_ns = self.clock.from_system_ns(ev.rx_ts_ns) if ev.rx_ts_ns is not None else None
-        self._execute(self.node.handle_message(port, message, rx_ptp_ns, now, ev.source))
+        try:
+            actions = self.node.handle_message(port, message, rx_ptp_ns, now, ev.source)
+        except Exception:  # our bug, triggered by a peer's message: that message is lost, not the others
+            self.counters.rx_node_errors += 1
+            if self.counters.rx_node_errors & (self.counters.rx_node_errors - 1) == 0:  # 1st, 2nd, 4th, 8th, ...
+                log.exception("%s: error handling %s from %s (%d so far)", self.port_name(port), type(message).__name__,
+                              ev.source, self.counters.rx_node_errors)
+            return
+        self._execute(actions)
 
     def _on_timer(self) -> None:
         self._timer = None

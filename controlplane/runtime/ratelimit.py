@@ -108,10 +108,10 @@ class RateLimiter:
 class RateLimitConfig:
     """Messages per second (0 = unlimited); defaults match core/config.py's option table."""
 
-    mgmt_rate: float = 20.0
-    mgmt_global_rate: float = 200.0
+    mgmt_rate: float = 10.0
+    mgmt_global_rate: float = 50.0
     signaling_rate: float = 20.0
-    signaling_global_rate: float = 2000.0
+    signaling_global_rate: float = 50.0
     max_sources: int = 4096
 
     @classmethod

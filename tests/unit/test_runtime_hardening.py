@@ -69,3 +69,32 @@ def test_other_group_send_failure_faults_the_port() -> None:
     rt, node = _runtime(errno.ENODEV)
     rt._send(_send(None))
     assert rt.counters.faults == 1 and rt.counters.tx_dropped == 0
+
+
+class _RaisingNode:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def handle_message(self, port, message, rx_ts_ns, now_ns, source):  # noqa: ANN001
+        self.calls += 1
+        raise ValueError("bug")
+
+    def next_deadline_ns(self):  # noqa: ANN201
+        return None
+
+
+def test_an_exception_in_the_node_loses_that_message_only(caplog) -> None:  # noqa: ANN001
+    import logging
+
+    from controlplane.codec import encode
+    from controlplane.runtime.transport import Received
+
+    node = _RaisingNode()
+    rt = Runtime(node, {}, clock=None, monotonic_ns=lambda: 0)  # type: ignore[arg-type]
+    data = encode(next(m for m in all_samples().values() if type(m).__name__ == "Announce"))
+    with caplog.at_level(logging.ERROR, logger="ptp-switch"):
+        for _ in range(10):
+            rt._received(1, Received(data, None, ("10.0.0.1", 320), False), 0)
+    assert node.calls == 10 and rt.counters.rx_node_errors == 10
+    logged = [r for r in caplog.records if "error handling Announce" in r.getMessage()]
+    assert len(logged) == 4 and logged[0].exc_info is not None  # 1st, 2nd, 4th, 8th
