@@ -492,6 +492,9 @@ class Clock:
                     self.servo.reset()
                     self.servo_state = ServoState.UNLOCKED
                     p.slave.pending_sync = None
+                    # a new parent gets a full announce receipt timeout from now (ptp4l re-arms it on
+                    # UNCALIBRATED); the running one was armed by the old parent's last Announce
+                    self._rearm_announce_receipt(p, now_ns)
                 self.slave_port = pn
                 continue
             ev = Event[d.event_name]

@@ -61,3 +61,21 @@ def test_unknown_port_is_a_usage_error():
     sl = slave_of_two()
     with pytest.raises(CoreUsageError):
         sl.forget_foreign_masters(7)
+
+
+def test_a_new_parent_gets_a_full_announce_receipt_timeout():
+    """After a forced switch the old parent's running announce-receipt timer must not expire on the
+    new parent (that cost the unicast client's failover a LISTENING detour of 1-2 s)."""
+    from controlplane.core.clock import TimerName
+
+    sl = slave_of_two()
+    old_deadline = sl.port(1).timers[TimerName.ANNOUNCE_RECEIPT]
+    switch_at = old_deadline - S // 2  # half a second before the old parent's timeout
+    sl.forget_foreign_masters(1, keep=PortIdentity(GM_B, 1))
+    sl.run_state_decision(switch_at)
+    assert sl.parent_ds.grandmaster_identity == GM_B
+    assert sl.port(1).timers[TimerName.ANNOUNCE_RECEIPT] >= switch_at + 3 * S
+    out = []
+    while (d := sl.next_deadline_ns()) is not None and d < switch_at + 2 * S:
+        out += sl.handle_timer(d)
+    assert sl.port(1).state is not PortState.LISTENING, out
