@@ -15,6 +15,10 @@ residence   per-packet accuracy in the lab: gm -> sw1 (eBPF TC; an HTB serialize
             Per egress port: p50/p99 of |added - true| and of the residence itself. The flooded
             copies (sl: queued, sl2: not) must each carry their own residence (tests/lab use this too).
 
+oracle      the ptp4l oracle in the same run: ptp4l GM -> switch -> free-running ptp4l slave (the slave's
+            offset is its error: one shared kernel clock): direct veth, plain bridge with the queues, and
+            the eBPF TC with no queue / the queue inside / inside + congested egress port.
+
 Prints JSON (``rows``: one flat dict per measurement, for bench/run.py's table) or writes it to --out.
 """
 
@@ -455,6 +459,46 @@ def measure_residence(duration_s: float = 20.0, cases: tuple[tuple[str, str], ..
     return {"residence_topology": RESIDENCE_TOPOLOGY, "rows": rows}
 
 
+# -- the ptp4l oracle ---------------------------------------------------------------------------
+ORACLE_CASES = (
+    # (label, topology text, congest the egress port toward sl, attach the eBPF TC, ptp4l transport)
+    ("direct veth", "gm sl", False, False, "-4"),
+    ("plain bridge, queue inside + congested egress", "gm sw1 >i sl", True, False, "-4"),
+    ("eBPF TC, no queue", "gm sw1 sl", False, True, "-4"),
+    ("eBPF TC, queue inside", "gm sw1 >i sl", False, True, "-4"),
+    ("eBPF TC, queue inside + congested egress", "gm sw1 >i sl", True, True, "-4"),
+    ("eBPF TC, queue inside + congested egress (L2)", "gm sw1 >i sl", True, True, "-2"),
+)
+
+
+def measure_oracle(duration_s: float = 26.0, cases: tuple = ORACLE_CASES) -> dict[str, Any]:
+    from dataplane.loader import Dataplane
+    from topologies import catalog, shaping
+    from topologies.model import Shaping
+    from topologies.netns import Lab
+    from topologies.ptp4l import run_pair
+
+    rows = []
+    for label, text, congest, tc, transport in cases:
+        with Lab(catalog.parse(text, name="dp-oracle")) as lab:
+            if congest:
+                port = lab.ifname("sw1", "sl")
+                shaping.install_htb(lab, "sw1", port, Shaping())
+                shaping.start_pacer(lab, "sw1", port, Shaping(), duration_s=duration_s + 30)
+            dp = Dataplane(list(lab.switch_ports("sw1")), pin=False) if tc else None
+            if dp:
+                lab.in_node("sw1", dp.attach)
+            try:
+                st = run_pair(lab, "gm", "sl", duration_s=duration_s, transport=transport, warmup_s=6)
+            finally:
+                if dp:
+                    lab.in_node("sw1", dp.detach)
+        rows.append({"section": "oracle", "case": label, "transport": {"-4": "UDPv4", "-6": "UDPv6", "-2": "L2"}[transport],
+                     "samples": st.samples, "rms_ns": round(st.rms_ns), "max_abs_ns": st.max_abs_ns,
+                     "mean_ns": round(st.mean_ns), "mean_path_delay_ns": round(st.mean_path_delay_ns)})
+    return {"oracle_duration_s": duration_s, "rows": rows}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.dataplane")
     ap.add_argument("--out", help="write JSON here (default stdout)")
@@ -462,10 +506,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (cost)")
     ap.add_argument("--duration", type=float, default=1.5, help="seconds per throughput repetition")
     ap.add_argument("--reps", type=int, default=10, help="repetitions per throughput mode (modes interleaved)")
-    ap.add_argument("--only", default="cost,throughput,residence", help="comma-separated sections")
+    ap.add_argument("--only", default="cost,throughput,residence,oracle", help="comma-separated sections")
     args = ap.parse_args(argv)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
-    unknown = only - {"cost", "throughput", "residence"}
+    unknown = only - {"cost", "throughput", "residence", "oracle"}
     if unknown:
         ap.error(f"unknown section(s): {sorted(unknown)}")
     quick = args.repeat < 100_000
@@ -482,6 +526,10 @@ def main(argv: list[str] | None = None) -> int:
         rs = measure_residence(duration_s=20 if not quick else 8)
         res["rows"] += rs.pop("rows")
         res.update(rs)
+    if "oracle" in only:
+        orc = measure_oracle(26 if not quick else 14)
+        res["rows"] += orc.pop("rows")
+        res.update(orc)
     text = json.dumps(res, indent=2)
     if args.out:
         with open(args.out, "w") as fh:
