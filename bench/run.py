@@ -27,7 +27,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from bench.report import MEASURED, NOT_MEASURED, PARTIAL, Column, Report, Section, summarize, write_report
+from bench.report import MEASURED, NOT_MEASURED, PARTIAL, Column, Report, Section, Table, summarize, write_report
 from bench.report_machine import load_snapshot, machine_info
 from bench.scenarios import LABELS, ChainSpec, Impl
 
@@ -35,7 +35,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 TITLES = {
     1: "Slave error vs hops under congestion",
-    2: "Per-hop residence error (Sync, capture-based)",
+    2: "Per-hop residence error (Sync and Delay_Req, capture-based)",
     3: "Dataplane cost: ns per packet and throughput overhead",
     4: "Failover: dual grandmaster, ATR client",
     5: "Unicast server capacity (clients at 1 Sync/s)",
@@ -157,14 +157,35 @@ def section_residence(ctx: Ctx) -> Section:
                              "p50_ns": round(st.p50_abs_ns), "p99_ns": round(st.p99_abs_ns), "mean_ns": round(st.mean_ns)})
     if not sec.rows:
         return Section.not_measured(2, TITLES[2], "no section-1 run with captures succeeded")
+    links = Table("Link delays seen by the taps, outside every switch's residence (E2E TCs): Sync GM -> slave "
+                  "(forward) and the slave's Delay_Req (reverse), over the tapped links of the run", columns=[
+                      Column("impl", "implementation"), Column("hops", "hops"), Column("links", "links"),
+                      Column("fwd_ns", "forward, sum of link means", "ns"), Column("rev_ns", "reverse, sum of link means", "ns"),
+                      Column("asym_ns", "(forward - reverse) / 2", "ns"), Column("fwd_p99_ns", "worst link p99 forward", "ns"),
+                      Column("rev_p99_ns", "worst link p99 reverse", "ns")])
+    for r in ctx.chains:
+        if r.error or not getattr(r, "links", None):
+            continue
+        fs = [summarize(ld.forward_ns) for ld in r.links]
+        rs = [summarize(ld.reverse_ns) for ld in r.links]
+        if any(x is None for x in fs + rs):
+            continue
+        fwd, rev = sum(x.mean_ns for x in fs), sum(x.mean_ns for x in rs)
+        links.rows.append({"impl": r.label, "hops": r.spec.hops, "links": len(r.links), "fwd_ns": round(fwd), "rev_ns": round(rev),
+                           "asym_ns": round((fwd - rev) / 2), "fwd_p99_ns": round(max(x.p99_abs_ns for x in fs)),
+                           "rev_p99_ns": round(max(x.p99_abs_ns for x in rs))})
+    if links.rows:
+        links.notes.append("The slave's own link is not tapped. A slave sees (forward - reverse) / 2 of the untapped, "
+                           "uncorrected link time as offset error and its variation as noise.")
+        sec.tables.append(links)
     sec.status = MEASURED if all("reason" not in r for r in sec.rows) else PARTIAL
     sec.notes = [
         "error = correction added by the switch (Sync + Follow_Up correctionField out - in) - true residence "
         "(Sync seen leaving the downstream port - Sync seen entering the upstream port, tcpdump taps in the switch's "
         "namespace; one kernel clock). For P2P the true upstream link delay is added to the expected value.",
         "A plain bridge adds nothing, so its error is minus its residence. Boundary clocks re-time (no forwarded Sync) and are not listed.",
-        "Delay_Req rows (E2E TCs): the same per switch in the slave -> GM direction (one-step: the residence goes into the "
-        "Delay_Req itself); this direction has no queue, so its residence is the bridge's own forwarding time.",
+        "Delay_Req rows (E2E TCs): the same per switch in the slave -> GM direction (a one-step TC puts the residence into the "
+        "Delay_Req itself, ptp4l's two-step TC into the matching Delay_Resp: both are counted); this direction has no queue.",
         "What no row shows: waiting *before* a switch's ingress stamp. On veth the XDP program runs after the packet waited "
         "in the veth's NAPI ring (and a tc-ingress program after the per-CPU backlog), so that wait is counted as link delay "
         "by the dataplane and by these taps alike; it is not symmetric under cross traffic and reaches the slave's error.",

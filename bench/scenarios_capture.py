@@ -30,6 +30,7 @@ from controlplane.codec.pcap import read_capture
 SYNC = 0x0
 DELAY_REQ = 0x1
 FOLLOW_UP = 0x8
+DELAY_RESP = 0x9
 CAPTURE_FILTER = "udp port 319 or udp port 320 or ether proto 0x88f7"
 
 
@@ -44,8 +45,9 @@ class Seen:
     correction_ns: float
 
 
-def read_ptp(pcap_bytes: bytes, types: tuple[int, ...] = (SYNC, FOLLOW_UP, DELAY_REQ)) -> list[Seen]:
-    """Sync, Follow_Up and Delay_Req messages of a capture (others and undecodable frames skipped)."""
+def read_ptp(pcap_bytes: bytes, types: tuple[int, ...] = (SYNC, FOLLOW_UP, DELAY_REQ, DELAY_RESP)) -> list[Seen]:
+    """Sync, Follow_Up, Delay_Req and Delay_Resp messages of a capture (others and undecodable frames
+    skipped). A Delay_Resp's ``source`` is its requestingPortIdentity, so it keys like its Delay_Req."""
     out = []
     for rec in read_capture(pcap_bytes):
         frame = parse_frame(rec.data, rec.linktype)
@@ -60,6 +62,10 @@ def read_ptp(pcap_bytes: bytes, types: tuple[int, ...] = (SYNC, FOLLOW_UP, DELAY
             continue
         pid = h.source_port_identity
         src = bytes(pid.clock_identity) + int(pid.port_number).to_bytes(2, "big")
+        if mt == DELAY_RESP:
+            if len(frame.ptp) < 54:
+                continue
+            src = bytes(frame.ptp[44:54])  # requestingPortIdentity
         out.append(Seen(rec.timestamp_ns, mt, h.sequence_id, src, h.correction_scaled_ns / 65536.0))
     return out
 
@@ -139,7 +145,8 @@ def slave_source(seen_at_slave_port: list[Seen]) -> bytes | None:
 def delay_req_residences(points: list[tuple[str, list[Seen], list[Seen]]], source: bytes | None = None) -> list[HopResidence]:
     """The reverse direction (slave -> GM) for an E2E TC: ``points`` = [(switch, seen on its downstream
     port, seen on its upstream port)], in path order. A one-step TC adds a Delay_Req's residence to the
-    Delay_Req itself; error = added - (t leaving upstream - t entering downstream). Matched by
+    Delay_Req itself, a two-step TC to the matching Delay_Resp (both counted);
+    error = added - (t leaving upstream - t entering downstream). Matched by
     (sequenceId, sourcePortIdentity); only ``source``'s Delay_Reqs when given (with several slaves, the
     others' copies flooded out of the downstream port would otherwise look like arrivals)."""
     out = []
@@ -155,11 +162,46 @@ def delay_req_residences(points: list[tuple[str, list[Seen], list[Seen]]], sourc
             if s_out.t_ns <= s_in.t_ns:
                 continue  # seen leaving before entering: the copy went the other way
             added = s_out.correction_ns - s_in.correction_ns
+            # a two-step TC (ptp4l's E2E_TC) puts the Delay_Req's residence into the Delay_Resp instead:
+            # it enters on the upstream port (``leaving``) and leaves on the downstream port (``entering``)
+            rkey = (DELAY_RESP, key[1], key[2])
+            r_in, r_out = eout.get(rkey), ein.get(rkey)
+            if r_in is not None and r_out is not None:
+                added += r_out.correction_ns - r_in.correction_ns
             true_res = s_out.t_ns - s_in.t_ns
             hop.added_ns.append(added)
             hop.true_residence_ns.append(true_res)
             hop.error_ns.append(added - true_res)
         out.append(hop)
+    return out
+
+
+@dataclass
+class LinkDelay:
+    """Tap-to-tap delay of one link on the GM -> slave path: Syncs forward (TX tap of the upstream
+    node -> RX tap of the downstream node), the first slave's Delay_Reqs backward. A switch does not
+    see this time as residence, so whatever part of it is not symmetric reaches the slave's error."""
+
+    link: str  # "gm->sw1"
+    forward_ns: list[int] = field(default_factory=list)
+    reverse_ns: list[int] = field(default_factory=list)
+
+
+def link_delays(ports: list[tuple[str, list[Seen], list[Seen]]], source: bytes | None) -> list[LinkDelay]:
+    """``ports`` = [(node, seen on its port toward the slave, seen on the next node's port toward the GM)]
+    for each link in path order (the last link, to the untapped slave, is not included)."""
+    out = []
+    for name, near, far in ports:
+        ld = LinkDelay(name)
+        a, b = _index(near), _index(far)
+        for key, s_a in a.items():
+            if key not in b:
+                continue
+            if key[0] == SYNC:
+                ld.forward_ns.append(b[key].t_ns - s_a.t_ns)
+            elif key[0] == DELAY_REQ and (source is None or key[2] == source):
+                ld.reverse_ns.append(s_a.t_ns - b[key].t_ns)
+        out.append(ld)
     return out
 
 

@@ -71,6 +71,7 @@ class ChainResult:
     error: str | None = None
     hops: list[Any] = field(default_factory=list)  # bench.scenarios_capture.HopResidence, GM -> first slave
     reverse_hops: list[Any] = field(default_factory=list)  # the same for Delay_Req, first slave -> GM (E2E TCs)
+    links: list[Any] = field(default_factory=list)  # bench.scenarios_capture.LinkDelay per tapped link (E2E TCs)
     elapsed_s: float = 0.0
     skip_s: float = 0.0  # discarded at the start of the window (servo-free, but first Syncs are odd)
 
@@ -224,7 +225,7 @@ def run_chain(
                 sr.samples = [(round(t - t_first, 3), o, d) for (t, o, d) in tails[sr.name].offsets]
             if caps is not None:
                 caps.stop()
-                result.hops, result.reverse_hops = _analyse_captures(caps, spec)
+                result.hops, result.reverse_hops, result.links = _analyse_captures(caps, spec)
             result.switches = _collect_switches(lab, spec, switch_handles, result.hops)
             for sr in result.slaves:
                 if sr.samples and all(o == 0 and d == 0 for (_, o, d) in sr.samples):
@@ -367,9 +368,10 @@ def _start_captures(lab: Any, spec: ChainSpec) -> Any:
     return caps
 
 
-def _analyse_captures(caps: Any, spec: ChainSpec) -> tuple[list[Any], list[Any]]:
-    """(Sync per hop GM -> first slave, Delay_Req per hop first slave -> GM; the latter only for E2E)."""
-    from bench.scenarios_capture import delay_req_residences, hop_residences, slave_source
+def _analyse_captures(caps: Any, spec: ChainSpec) -> tuple[list[Any], list[Any], list[Any]]:
+    """(Sync per hop GM -> first slave, Delay_Req per hop first slave -> GM, tap-to-tap link delays
+    both ways; the last two only for E2E TCs)."""
+    from bench.scenarios_capture import delay_req_residences, hop_residences, link_delays, slave_source
 
     path = ["gm", *spec.switches, spec.slave_names[0]]
     gm_out = caps.read("gm", caps.points[0][1])
@@ -381,10 +383,14 @@ def _analyse_captures(caps: Any, spec: ChainSpec) -> tuple[list[Any], list[Any]]
         points.append((sw, seen_up, seen_down))
         reverse.append((sw, seen_down, seen_up))
     fwd = hop_residences(points, gm_out, p2p=spec.delay_mechanism == "P2P")
-    rev = []
+    rev, links = [], []
     if spec.impl in (Impl.PTPS_E2E, Impl.LINUXPTP_E2E) and reverse:
-        rev = delay_req_residences(reverse, source=slave_source(reverse[-1][1]))
-    return fwd, rev
+        src = slave_source(reverse[-1][1])
+        rev = delay_req_residences(reverse, source=src)
+        near = [("gm", gm_out)] + [(sw, down) for (sw, _, down) in points]
+        far = [up for (_, up, _) in points]
+        links = link_delays([(f"{n}->{path[i + 1]}", seen, far[i]) for i, (n, seen) in enumerate(near[:-1])], src)
+    return fwd, rev, links
 
 
 def _collect_switches(lab: Any, spec: ChainSpec, handles: list[_SwitchHandle], hops: list[Any]) -> list[SwitchResult]:
@@ -462,6 +468,10 @@ def result_summary(r: ChainResult) -> dict[str, Any]:
                 "switch": h.switch, "n": len(h.error_ns), "mean_true_residence_ns": h.mean_residence_ns(),
                 "mean_added_ns": h.mean_added_ns(), "error": est.as_dict() if est else None,
             })
+    out["links"] = []
+    for ld in r.links:
+        fs, rs = summarize(ld.forward_ns), summarize(ld.reverse_ns)
+        out["links"].append({"link": ld.link, "forward": fs.as_dict() if fs else None, "reverse": rs.as_dict() if rs else None})
     for s in r.slaves:
         st = s.stats(r.skip_s)
         out["slaves"].append({

@@ -72,3 +72,23 @@ def test_delay_req_residence_follows_the_first_slave_only() -> None:
     hop = delay_req_residences([("sw1", down, up)], source=a)[0]
     assert hop.true_residence_ns == [20_000] and hop.error_ns == [-500.0]
     assert slave_source([]) is None
+
+
+def test_link_delays_forward_sync_reverse_first_slave() -> None:
+    from bench.scenarios_capture import DELAY_REQ, SYNC, Seen, link_delays
+
+    gm, a, b = b"G" * 10, b"A" * 10, b"B" * 10
+    near = [Seen(1_000, SYNC, 1, gm, 0.0), Seen(9_000, DELAY_REQ, 4, a, 50.0), Seen(9_500, DELAY_REQ, 5, b, 50.0)]
+    far = [Seen(11_000, SYNC, 1, gm, 0.0), Seen(6_000, DELAY_REQ, 4, a, 50.0), Seen(6_000, DELAY_REQ, 5, b, 50.0)]
+    (ld,) = link_delays([("gm->sw1", near, far)], source=a)
+    assert ld.link == "gm->sw1" and ld.forward_ns == [10_000] and ld.reverse_ns == [3_000]
+
+
+def test_delay_req_residence_counts_a_two_step_tcs_delay_resp() -> None:
+    from bench.scenarios_capture import DELAY_REQ, DELAY_RESP, Seen, delay_req_residences
+
+    a = b"A" * 10
+    down = [Seen(1_000, DELAY_REQ, 3, a, 0.0), Seen(90_000, DELAY_RESP, 3, a, 70_500.0)]
+    up = [Seen(71_000, DELAY_REQ, 3, a, 0.0), Seen(80_000, DELAY_RESP, 3, a, 0.0)]
+    hop = delay_req_residences([("sw1", down, up)], source=a)[0]
+    assert hop.added_ns == [70_500.0] and hop.error_ns == [500.0]
