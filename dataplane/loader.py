@@ -1,12 +1,14 @@
 """Compile, attach, detach and find the in-kernel transparent clock.
 
 ``Dataplane(ifaces, mode=...)`` compiles dataplane/bpf with BCC, attaches on each port
-  * ingress: XDP (native, the earliest hook), or clsact ingress when XDP cannot attach,
-  * egress:  clsact egress (after the bridge's forwarding decision, once per egress copy),
-with pyroute2 in the current network namespace, and writes the configuration maps.
+  * ingress: XDP (native, the earliest hook), or tc ingress when XDP cannot attach / is not wanted,
+  * egress:  tc egress (after the bridge's forwarding decision, once per egress copy),
+  tc programs through tcx (kernel >= 6.6), else a cls_bpf filter in clsact,
+with pyroute2 (XDP, clsact) or the bpf syscall (tcx) in the current network namespace, and writes the
+configuration maps.
 
-Attaching replaces whatever ptp-switch program was there (XDP is replaced atomically; the tc
-filter uses a fixed priority/handle with "replace"), so a second attach never stacks.
+Attaching replaces whatever ptp-switch program was there (XDP and tcx are replaced atomically; a
+clsact filter uses a fixed priority/handle with "replace"), so a second attach never stacks.
 The kernel keeps the programs and their maps after the process exits: a later process finds them
 through the programs attached to the interfaces (``AttachedDataplane.find``, ``Dataplane.adopt``) —
 this works even inside ``ip netns exec``. Programs and maps are also pinned under

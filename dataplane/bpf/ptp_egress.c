@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * EGRESS hook: tc clsact egress on each switch port. Runs after the bridge's forwarding decision,
+ * EGRESS hook: tc egress (tcx, or clsact on kernels before 6.6) on each switch port. Runs after the bridge's forwarding decision,
  * once per egress copy (a flooded frame is one skb per port; the verifier's tc prologue un-clones a
  * cloned skb before this program's direct packet writes, so each copy carries its own residence,
  * never an accumulated one).

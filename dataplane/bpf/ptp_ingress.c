@@ -3,7 +3,7 @@
  * INGRESS hook: stamp each PTP event message as early as the kernel allows.
  *   xdp_ingress    XDP on each switch port (before skb allocation on real NICs; on veth it runs in
  *                  the NAPI poll, before the stack's RX timestamp). Preferred.
- *   tc_ingress     clsact ingress fallback when XDP cannot attach.
+ *   tc_ingress     tc ingress (tcx / clsact) when XDP cannot attach or is not wanted (--ingress-hook tc).
  * Both only read the packet; verdict is always PASS.
  */
 int xdp_ingress(struct xdp_md *ctx)

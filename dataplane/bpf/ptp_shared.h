@@ -42,7 +42,7 @@ enum ptp_counter {
 	PTP_C_MALFORMED,        /* looked like PTP (ethertype / UDP port) but failed validation; passed unchanged */
 	PTP_C_STALE,            /* ingress stamp older than stale_age_ns: passed uncorrected */
 	PTP_C_DROPPED,          /* dropped: P2P mode, forwarded Pdelay_* / Delay_Req */
-	PTP_C_NO_INGRESS,       /* forwarded event with no ingress stamp (ingress port not attached / LRU evicted) */
+	PTP_C_NO_INGRESS,       /* forwarded event with no ingress stamp (ingress port not attached / ring slot taken by a newer message) */
 	PTP_C_FILTERED,         /* other domain (domain filter on): passed unchanged */
 	PTP_C_LOCAL,            /* locally originated (skb ingress_ifindex 0): passed uncorrected */
 	PTP_C_TRAILER,          /* IPv6 checksum-compensation trailer adjusted instead of the UDP checksum */
