@@ -114,3 +114,40 @@ def test_idle_transport_after_general_sends_does_not_spin(netns_pair, cls, dest)
             general.close()
     finally:
         t.close()
+
+
+def _burst_stamps(t, dest: str, n: int) -> set[int]:
+    """Send n event messages back to back (no reads in between, as a unicast server's Sync burst),
+    then read every TX stamp that comes back; the set of send tokens they carry."""
+    from controlplane.runtime.transport import TxTimestamp
+
+    tokens = [t.send(b"\x00\x02" + b"e" * 42, event=True, dest=dest) for _ in range(n)]
+    assert tokens == list(range(n))
+    got: set[int] = set()
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and len(got) < n:
+        events = [ev for fd in t.fds() for ev in t.poll(fd)]
+        got |= {ev.token for ev in events if isinstance(ev, TxTimestamp)}
+        if not events:
+            time.sleep(0.01)
+    return got
+
+
+def test_a_burst_of_event_sends_keeps_every_tx_stamp(netns_pair) -> None:
+    """The TX-stamp error queue is bounded by the receive buffer: with the kernel default (~208 KiB,
+    ~300 stamps) a burst of Syncs lost the tail's stamps, so those clients got no Follow_Up."""
+    a, _b = netns_pair
+    with _in_netns(a):
+        t = UdpV4Transport("eth0")
+        t.open()
+        small = UdpV4Transport("eth0", rcvbuf_bytes=0, event_port=20319, general_port=20320)  # kernel default
+        small.open()
+    try:
+        n = 3000
+        got = _burst_stamps(t, "10.252.0.2", n)
+        got_default = _burst_stamps(small, "10.252.0.2", n)
+        print(f"TX stamps back after a burst of {n}: {len(got)} (4 MiB buffer), {len(got_default)} (kernel default)")
+        assert len(got) == n, f"{n - len(got)} TX stamps lost"
+    finally:
+        t.close()
+        small.close()
