@@ -511,3 +511,13 @@ class UnicastClient:
     def granted(self, address: str, message_type: int) -> bool:
         m = self._master(address)
         return m is not None and message_type in m.grants
+
+    def in_table(self, address: str) -> bool:
+        """True if ``address`` is one of this client's unicast masters."""
+        return self._master(address) is not None
+
+    def grant_duration_s(self, address: str, message_type: int) -> int | None:
+        """The duration the server granted for ``message_type`` (None without a grant)."""
+        m = self._master(address)
+        g = m.grants.get(message_type) if m is not None else None
+        return None if g is None else g.duration_s

@@ -258,7 +258,7 @@ class UnicastService:
             name = self.clock.port(pn).name
             for m in client.master_table(now_ns):
                 for mtype, log, remaining in m.granted:
-                    duration = client._masters[m.address].grants[mtype].duration_s
+                    duration = client.grant_duration_s(m.address, mtype) or 0
                     rows.append(GrantRow(pn, name, "CLIENT", m.address, mtype, log, duration, remaining,
                                          m.renewal_invited, m.port_identity, m.selected))
         return rows
@@ -320,7 +320,7 @@ class UnicastService:
         addr = address_of(source)
         clock = self.clock
         hdr = msg.header
-        if (addr is None or client._master(addr) is None or hdr.domain_number != clock.default_ds.domain_number
+        if (addr is None or not client.in_table(addr) or hdr.domain_number != clock.default_ds.domain_number
                 or bytes(hdr.source_port_identity.clock_identity) == clock.clock_identity):
             self.counters["announce_not_from_table"] += 1
             return []

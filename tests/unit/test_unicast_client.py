@@ -271,3 +271,11 @@ def test_misuse_raises():
         c.start(T0)
     with pytest.raises(UnicastConfigError):
         ClientConfig(renew_numerator=5, renew_denominator=4)
+
+
+def test_table_queries_in_table_and_grant_duration():
+    c = UnicastClient([A, B], CFG)
+    assert c.in_table(A) and c.in_table(B) and not c.in_table("192.0.2.99") and not c.in_table("not an address")
+    assert c.grant_duration_s(A, MT.ANNOUNCE) is None
+    grant_all(c, c.start(T0), T0 + 1, duration=45)
+    assert c.grant_duration_s(A, MT.ANNOUNCE) == 45 and c.grant_duration_s(B, MT.SYNC) is None
