@@ -61,6 +61,12 @@ def client_setup(cfg: DaemonConfig, ifname: str, pc: PortConfig) -> tuple[list[s
     )
 
 
+def renewal_rate(policy: ServerPolicy, messages_per_renewal: int = 3) -> float:
+    """Signaling messages/s a full server receives at best: every client renews Announce, Sync and
+    Delay_Resp (one message each, as ptp4l) at 3/4 of the longest grant."""
+    return policy.max_clients * messages_per_renewal / (0.75 * policy.max_duration_s)
+
+
 def wrap_node(node: Any, clock: Any, cfg: DaemonConfig, port_names: Sequence[str], *,
               log: logging.Logger | None = None) -> Any:
     """``node`` itself when no port negotiates unicast, else a ``UnicastService`` around it.
@@ -95,6 +101,12 @@ def wrap_node(node: Any, clock: Any, cfg: DaemonConfig, port_names: Sequence[str
         logger.info("port %d (%s): unicast server: %d..%d s grants, max %d clients%s", number, names[number],
                     policy.min_duration_s, policy.max_duration_s, policy.max_clients,
                     f", allow {' '.join(policy.allow)}" if policy.allow else "")
+        need = renewal_rate(policy)
+        limit = getattr(cfg.clock, "signaling_global_rate_limit", 0.0)
+        if limit and need > limit:
+            logger.warning("port %d (%s): %d clients renewing %d-s grants send ~%.0f signaling messages/s, more "
+                           "than signaling_global_rate_limit %g: renewals will be dropped; raise the limit",
+                           number, names[number], policy.max_clients, policy.max_duration_s, need, limit)
     for number, (masters, _c) in clients.items():
         logger.info("port %d (%s): unicast client of %s", number, names[number], ", ".join(masters))
     return service

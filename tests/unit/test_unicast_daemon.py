@@ -54,3 +54,17 @@ def test_client_from_the_master_table():
 def test_bad_unicast_configuration_is_a_typed_error(text, reason):
     with pytest.raises(UnicastConfigError, match=reason):
         _wrap(text)
+
+
+def test_warns_when_the_signaling_limit_cannot_carry_the_renewals(caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="ptp-switch"):
+        _wrap("[global]\nunicast_listen 1\nunicast_max_clients 10000\nunicast_max_duration 300\n")
+    assert any("signaling_global_rate_limit" in r.getMessage() for r in caplog.records)  # ~133/s > 50/s
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ptp-switch"):
+        _wrap("[global]\nunicast_listen 1\nunicast_max_clients 10000\nunicast_max_duration 300\n"
+              "signaling_global_rate_limit 500\n")
+        _wrap("[global]\nunicast_listen 1\nunicast_max_clients 500\nunicast_max_duration 300\n")
+    assert not caplog.records
