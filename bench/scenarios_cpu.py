@@ -62,6 +62,7 @@ class CpuRow:
 class CpuResult:
     rows: list[CpuRow] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
+    shown: set[tuple[str, int]] = field(default_factory=set)
 
 
 def topology_text(ports: int) -> str:
@@ -131,7 +132,8 @@ def measure(lab: Any, ports: int, impl: str, rate: int, window_s: float, res: Cp
             argv += ["-i", i]
         log = lab.workdir / f"dut-{tag}.log"
         dut = lab.popen(node, argv, stdout=log.open("w"), stderr=subprocess.STDOUT)
-        if len(res.commands) < 4:
+        if (impl, ports) not in res.shown:  # one command line per implementation and topology
+            res.shown.add((impl, ports))
             res.commands.append(f"ip netns exec {lab.ns(node)} {' '.join(argv)}   # {cfg.name}: topologies.ptp4l "
                                 f"config_text({role!r}, uds, {over})")
         for s in slaves:
