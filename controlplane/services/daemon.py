@@ -254,12 +254,32 @@ def _attach_dataplane(cfg: DaemonConfig, ifnames: dict[int, str]) -> Any:
     except ImportError as exc:
         raise DaemonError(f"clock_type {cfg.clock.clock_type} needs the eBPF dataplane (dataplane.loader): {exc}") from None
     mode = "e2e" if cfg.clock.clock_type == ClockType.E2E_TC else "p2p"
+    adopted = _adopt_dataplane(Dataplane, list(ifnames.values()), mode, cfg.clock.domain_number)
+    if adopted is not None:
+        return adopted
     try:
         # not pinned: the daemon's programs live and die with it
         dp = Dataplane(list(ifnames.values()), mode=mode, domain=cfg.clock.domain_number, pin=False)
         _off_loop(dp.attach)
     except Exception as exc:
         raise DaemonError(f"cannot attach the eBPF dataplane to {', '.join(ifnames.values())}: {exc}") from None
+    return dp
+
+
+def _adopt_dataplane(cls: Any, ifaces: list[str], mode: str, domain: int) -> Any:
+    """A ptp-switch dataplane already attached to exactly these ports with this mode and domain (left by
+    a daemon that was killed): take it over without re-attaching, so correction never stops. None when
+    there is none or it does not match (then the caller attaches a fresh one, replacing it)."""
+    try:
+        dp = _off_loop(lambda: cls.adopt(ifaces, pin=False))
+    except Exception:  # noqa: BLE001 - nothing attached (the usual case) or not ours: attach fresh
+        return None
+    if dp.mode != mode or dp.domain != domain:
+        log.info("ptp-switch: dataplane found on %s is %s/domain %d, not %s/domain %d: attaching a new one",
+                 ", ".join(ifaces), dp.mode, dp.domain, mode, domain)
+        dp.close()
+        return None
+    log.info("ptp-switch: dataplane adopted on %s (not re-attached: correction did not stop)", ", ".join(ifaces))
     return dp
 
 

@@ -9,13 +9,14 @@ offset is its error (one kernel clock). One lab, phases in sequence, each with t
                 the dataplane's filter). Dropping at the slave's own egress instead makes ptp4l miss
                 its Delay_Req TX timestamp and go FAULTY for 16 s: measured, not a ptp-switch effect
   daemon_kill   the ptp-switch daemon SIGKILLed: the kernel keeps its programs attached, so the
-                slave must keep getting corrected Syncs with no gap; then the daemon restarted
+                slave must keep getting corrected Syncs with no gap; then the daemon restarted: it
+                adopts the running dataplane (Dataplane.adopt: no re-attach, maps and state kept)
   link_flap     sw1's port toward the slave down for 4 s, then up
   gm_kill       the GM SIGKILLed, restarted 3 s later
 
 Every figure is printed (pytest -s) and the phase table is written to /tmp/ptp-switch-faults.json.
-A time step at the GM is not done here: the lab's GM is ptp4l on the shared kernel clock, which must
-never be stepped (see the report / README Hardening).
+A time step at the GM is in test_faults_step.py (a ptp-switch GM steps its own virtual clock), a
+killed unicast server in test_faults_unicast.py.
 """
 
 from __future__ import annotations
@@ -161,6 +162,7 @@ def test_faults_gm_daemon_link_loss(make_lab):
         t_restart = now()
         switch = _start_switch(lab, cfg, slog)
         time.sleep(10)
+        restart_log = slog.read_text(errors="replace")
         marks["daemon_down"] = (t, t_restart)
         marks["daemon_restart"] = (t_restart, now())
 
@@ -219,6 +221,9 @@ def test_faults_gm_daemon_link_loss(make_lab):
     # 30 % loss each way: what the slave reports is bounded; once the loss ends it recovers
     assert lossd["samples"] >= 3 and lossd["max_abs_offset_ns"] < STEADY_MAX_NS and lossd["max_gap_s"] < 10, lossd
     assert after_loss["relock_s"] is not None and after_loss["relock_s"] < 12, after_loss
+    # the restarted daemon took over the running dataplane (no re-attach) and programmed nothing twice
+    assert "dataplane adopted on p1, p2" in restart_log, restart_log[-2000:]
+    assert restart_log.count("dataplane attached") == 1, restart_log[-2000:]
     # the control plane is down but the kernel keeps correcting: no gap, same bounds
     assert down["samples"] >= 6 and down["max_abs_offset_ns"] < STEADY_MAX_NS and down["max_gap_s"] < 2.5, down
     assert rest["samples"] >= 6 and rest["max_abs_offset_ns"] < STEADY_MAX_NS and rest["max_gap_s"] < 3, rest
