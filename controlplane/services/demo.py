@@ -1,9 +1,10 @@
-"""`make demo`: a ptp4l grandmaster, N congested switch hops, two free-running ptp4l slaves — once
-through plain Linux bridges, once through ptp-switch (eBPF TC on the same bridges, or the daemon as
-P2P TC / BC) — with a live progress line, a results table and a PNG of the slaves' offset.
+"""`make demo`: a ptp4l grandmaster, N congested switch hops, two free-running ptp4l slaves — through
+plain Linux bridges, through ptp-switch as a transparent clock (eBPF TC on the same bridges, or the
+daemon as P2P TC) and through ptp-switch as a boundary clock — with a live progress line, a results
+table and a PNG of the slaves' offset (plain bridge vs ptp-switch TC vs ptp-switch BC).
 
     python -m controlplane.services.demo [--duration S] [--hops N | --topology line-N]
-                                         [--mode e2e|p2p|bc] [--with linuxptp] [--out DIR]
+                                         [--mode e2e|p2p|bc] [--no-bc] [--with linuxptp] [--out DIR]
 
 Every ptp4l runs ``free_running 1`` and all namespaces share one kernel clock, so a slave's
 reported offset is its measurement error. Labs are network namespaces named ``pts<runid>-*`` and
@@ -36,8 +37,8 @@ class DemoError(Exception):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="make demo  (python -m controlplane.services.demo)",
                                 description=__doc__.split("\n\n")[0])
-    p.add_argument("--duration", type=float, default=30.0, metavar="S",
-                   help="measuring seconds per variant, after every slave's first offset (default 30)")
+    p.add_argument("--duration", type=float, default=15.0, metavar="S",
+                   help="measuring seconds per variant, after every slave's first offset (default 15)")
     p.add_argument("--hops", type=int, default=None, metavar="N", help="switches between GM and slaves (default 3)")
     p.add_argument("--topology", default=None, metavar="line-N", help="the chain as a catalog name (line-N)")
     p.add_argument("--mode", choices=sorted(DEMO_MODES), default="e2e",
@@ -45,6 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--with", dest="extra", action="append", default=[], choices=["linuxptp", "bc"],
                    help="add a variant: linuxptp (ptp4l as the same kind of clock) or bc (ptp-switch BC)")
     p.add_argument("--no-bridge", action="store_true", help="skip the plain-bridge contrast")
+    p.add_argument("--no-bc", action="store_true", help="skip the ptp-switch BC variant (shown by default)")
     p.add_argument("--slaves", type=int, default=2, help="slaves on the last switch (default 2)")
     p.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, metavar="DIR",
                    help=f"where the PNG, JSON and logs go (default {DEFAULT_OUT})")
@@ -69,7 +71,7 @@ def variants(args: argparse.Namespace) -> list[ChainSpec]:
     if not args.no_bridge:
         impls.append(Impl.BRIDGE)
     impls.append(DEMO_MODES[args.mode])
-    if "bc" in args.extra and Impl.PTPS_BC not in impls:
+    if ("bc" in args.extra or not args.no_bc) and Impl.PTPS_BC not in impls:
         impls.append(Impl.PTPS_BC)
     if "linuxptp" in args.extra:
         impls.append({"e2e": Impl.LINUXPTP_E2E, "p2p": Impl.LINUXPTP_P2P, "bc": Impl.LINUXPTP_BC}[args.mode])

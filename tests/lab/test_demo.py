@@ -25,7 +25,7 @@ def _ours(prefix_dirs: list[pathlib.Path]) -> set[str]:
 
 def test_demo_bridge_vs_ebpf_tc(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = _ours([pathlib.Path("/run/netns")])
-    rc = demo.main(["--duration", "15", "--hops", "1", "--slaves", "1", "--mode", "e2e", "--out", str(tmp_path)])
+    rc = demo.main(["--duration", "15", "--hops", "1", "--slaves", "1", "--mode", "e2e", "--no-bc", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "plain bridge" in out and "ptp-switch E2E TC" in out
@@ -51,6 +51,14 @@ def test_demo_bridge_vs_ebpf_tc(tmp_path: pathlib.Path, capsys: pytest.CaptureFi
     leftover = {n for n in _ours([pathlib.Path("/run/netns")]) - before if any(n.startswith(f"pts{r}-") for r in run_ids)}
     assert not leftover, leftover
     assert not [p for r in run_ids for p in pathlib.Path("/tmp").glob(f"pts{r}-*")]
+
+
+def test_demo_default_variants_are_bridge_tc_bc() -> None:
+    labels = [s.label for s in demo.variants(demo.parse_args([]))]
+    assert labels == ["plain bridge", "ptp-switch E2E TC", "ptp-switch BC"]
+    assert [s.label for s in demo.variants(demo.parse_args(["--no-bc", "--with", "linuxptp"]))] == [
+        "plain bridge", "ptp-switch E2E TC", "linuxptp E2E_TC"]
+    assert all(s.hops == 3 and s.slaves == 2 for s in demo.variants(demo.parse_args([])))
 
 
 def test_demo_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
