@@ -27,7 +27,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from bench.report import MEASURED, NOT_MEASURED, PARTIAL, Column, Report, Section, Table, summarize, write_report
+from bench.report import MEASURED, NOT_MEASURED, PARTIAL, Column, Report, Section, Table, fmt_ns, summarize, write_report
 from bench.report_machine import load_snapshot, machine_info
 from bench.scenarios import LABELS, ChainSpec, Impl
 
@@ -114,7 +114,10 @@ def section_hops(ctx: Ctx) -> Section:
         sec.commands.extend(ptp4l_config(role, ChainSpec(impl, hops=1), "/var/run/ptp4l-<lab>-<node>").strip().splitlines())
     good = [r for r in sec.rows if "reason" not in r]
     sec.status = MEASURED if len(good) == len(sec.rows) else PARTIAL if good else NOT_MEASURED
+    if good:
+        sec.tables.append(hops_pivot(sec.rows, ctx.hops))
     if sec.status == NOT_MEASURED:
+        sec.tables = []
         sec.reason = "every row failed: " + sec.rows[0]["reason"]
         sec.notes = [f"{r['impl']} {r['hops']} hop(s): {r['reason']}" for r in sec.rows]
         sec.rows = []
@@ -128,6 +131,18 @@ def section_hops(ctx: Ctx) -> Section:
         "Treat differences below ~2x between single runs as noise on a shared 2-vCPU VM (ANCHORS.md).",
     ]
     return sec
+
+
+def hops_pivot(rows: list[dict[str, Any]], hops: tuple[int, ...]) -> Table:
+    """Section 1 at a glance: offset rms (max |offset|) per implementation and hop count."""
+    t = Table("At a glance: slave offset rms (max |offset|) by congested hops",
+              columns=[Column("impl", "implementation")] + [Column(f"h{h}", f"{h} hop{'s' if h > 1 else ''}") for h in hops])
+    by: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        cell = "failed" if "reason" in r else f"{fmt_ns(r['rms_ns'])} ({fmt_ns(r['max_ns'])})"
+        by.setdefault(r["impl"], {"impl": r["impl"]})[f"h{r['hops']}"] = cell
+    t.rows = list(by.values())
+    return t
 
 
 # -- section 2 ----------------------------------------------------------------------------------

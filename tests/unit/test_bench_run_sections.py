@@ -67,3 +67,13 @@ def test_section_residence_with_delay_req_and_links(tmp_path: pathlib.Path) -> N
     (links,) = sec.tables
     assert links.rows[0]["asym_ns"] == round((11_000 - 2_500) / 2)
     assert "Link delays" in "\n".join(section_markdown(sec))
+
+
+def test_hops_pivot() -> None:
+    rows = [{"impl": "plain bridge", "hops": 1, "rms_ns": 272_000, "max_ns": 701_000},
+            {"impl": "plain bridge", "hops": 2, "reason": "lab build failed"},
+            {"impl": "linuxptp BC", "hops": 2, "rms_ns": 1_690, "max_ns": 3_820}]
+    t = R.hops_pivot(rows, (1, 2, 4))
+    assert [c.title for c in t.columns] == ["implementation", "1 hop", "2 hops", "4 hops"]
+    assert t.rows == [{"impl": "plain bridge", "h1": "272 µs (701 µs)", "h2": "failed"},
+                      {"impl": "linuxptp BC", "h2": "1.69 µs (3.82 µs)"}]
