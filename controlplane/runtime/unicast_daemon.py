@@ -61,6 +61,15 @@ def client_setup(cfg: DaemonConfig, ifname: str, pc: PortConfig) -> tuple[list[s
     )
 
 
+def message_type_name(message_type: int) -> str:
+    """SYNC/ANNOUNCE/DELAY_RESP/PDELAY_RESP, or the raw value of a type a peer asked for that has none
+    (a denied request for messageType 1 must still make a log line, not an exception)."""
+    try:
+        return UnicastMessageType(message_type).name
+    except ValueError:
+        return f"messageType 0x{message_type:x}"
+
+
 def renewal_rate(policy: ServerPolicy, messages_per_renewal: int = 3) -> float:
     """Signaling messages/s a full server receives at best: every client renews Announce, Sync and
     Delay_Resp (one message each, as ptp4l) at 3/4 of the longest grant."""
@@ -92,7 +101,7 @@ def wrap_node(node: Any, clock: Any, cfg: DaemonConfig, port_names: Sequence[str
         level = logging.DEBUG if ev.kind in _QUIET else logging.INFO
         if not logger.isEnabledFor(level):
             return
-        mtype = "" if ev.message_type is None else f" {UnicastMessageType(ev.message_type).name}"
+        mtype = "" if ev.message_type is None else f" {message_type_name(ev.message_type)}"
         detail = f" ({ev.detail})" if ev.detail else ""
         logger.log(level, "port %d (%s): unicast %s %s%s%s", port, names.get(port, "?"), ev.kind, ev.address, mtype, detail)
 

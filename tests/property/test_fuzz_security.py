@@ -216,10 +216,6 @@ def _unicast_daemon_node():
     return node
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="BUG (runtime/unicast_daemon.py observe): a REQUEST for a "
-                   "messageType outside SYNC/PDELAY_RESP/DELAY_RESP/ANNOUNCE (e.g. 1) is denied, then the INFO log line does "
-                   "UnicastMessageType(ev.message_type).name and raises ValueError out of handle_message (lab: 'Exception in "
-                   "callback Runtime._readable' under a negotiation flood). Remove this marker with the fix.")
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(("req", "cancel", "unknown")), st.integers(0, 15), st.integers(-128, 127),
                           st.integers(0, 2**32 - 1)), min_size=1, max_size=4))
