@@ -49,3 +49,9 @@ def test_list_grants_shows_the_servers_grant_table():
     assert grants[0].peer_port_identity == (A.clock_identity_text(CLIENT_ID), 1)
     with pytest.raises(A.NotFound):
         api.list_grants("nosuch")
+    from controlplane.services.grpc_server import grant_to_pb  # what ListUnicastGrants returns per row
+
+    pb = grant_to_pb(grants[0])
+    assert (pb.underlying_interface, pb.role, pb.address, pb.duration_s, pb.remaining_ns) == (
+        "eth0", "SERVER", "10.0.0.2", 100, 95 * S)
+    assert pb.peer_port_identity.clock_identity == A.clock_identity_text(CLIENT_ID)
