@@ -9,7 +9,8 @@ with EPERM). All namespaces share one kernel clock, so ptpd's "offset from maste
 
 Proved: grants for the three message types capped to the server's maximum, renewed by ptpd before
 they expire (no expiry while it runs); ptpd reaches PTP_SLAVE with the server as best master and
-counts Syncs, Follow_Ups and Delay_Resps (its status file); a capture shows unicast Sync/Follow_Up/
+counts Syncs, Follow_Ups and Delay_Resps (its status file); gRPC ListUnicastGrants shows its three
+grants; a capture shows unicast Sync/Follow_Up/
 Delay_Resp/Announce from the server; ptpd's offset is bounded; when ptpd stops it cancels.
 """
 
@@ -23,7 +24,7 @@ import time
 
 import pytest
 
-from tests.lab.test_atr import _events, _lab, _server_options, _switch
+from tests.lab.test_atr import PTP_SWITCH, _events, _lab, _server_options
 
 if shutil.which("ptpd") is None or shutil.which("setpriv") is None or shutil.which("tshark") is None:  # pragma: no cover
     pytest.skip("ptpd/setpriv/tshark not installed; run make setup", allow_module_level=True)
@@ -37,10 +38,25 @@ def _status(text: str) -> dict[str, str]:
     return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines()) if v}
 
 
+def _grpc_grants(sock: str) -> list:
+    from controlplane.services import grpc_server as G
+
+    channel = G.open_channel(f"unix:{sock}")
+    try:
+        return list(G.stub(channel).ListUnicastGrants(G.pb2.ListUnicastGrantsRequest(), timeout=10).grants)
+    finally:
+        channel.close()
+
+
 def test_ptpd_negotiates_and_synchronises_to_ptp_switch_server(tmp_path):
     with _lab() as lab:
         srv_ip, cl_ip = lab.addr("srv1", "cl"), lab.addr("cl", "r1")
-        _, srv_log = _switch(lab, "srv1", _server_options(10, max_duration=8) + "logMinDelayReqInterval 0\n")
+        cfg, srv_log, sock = lab.workdir / "srv1.cfg", lab.workdir / "srv1.jsonl", lab.workdir / "grpc.sock"
+        cfg.parent.mkdir(parents=True, exist_ok=True)
+        cfg.write_text(f"[global]\ntx_timestamp_timeout 50\nuds_address {lab.uds_path('srv1', 'sw')}\n"
+                       + _server_options(10, max_duration=8) + "logMinDelayReqInterval 0\n")
+        lab.popen("srv1", [PTP_SWITCH, "run", "-S", "-4", "-m", "--json-log", "-f", str(cfg), "-i", "eth0",
+                           "--grpc", f"unix:{sock}"], stdout=srv_log.open("w"), stderr=subprocess.STDOUT)
         pcap, status, log = tmp_path / "cl.pcapng", tmp_path / "ptpd.status", tmp_path / "ptpd.log"
         cap = lab.popen("cl", ["tshark", "-q", "-i", "eth0", "-w", str(pcap), "-a", "duration:22", "-f",
                                f"udp and host {srv_ip}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -59,6 +75,7 @@ def test_ptpd_negotiates_and_synchronises_to_ptp_switch_server(tmp_path):
             cap_eff = int(_status(f.read())["CapEff"], 16)
         cap.wait(timeout=40)
         st = _status(status.read_text()) if status.exists() else {}
+        rows = _grpc_grants(str(sock))  # the grant table over the control API while ptpd holds its grants
         ptpd.terminate()
         ptpd.wait(timeout=10)
         time.sleep(1)
@@ -71,15 +88,16 @@ def test_ptpd_negotiates_and_synchronises_to_ptp_switch_server(tmp_path):
     for mtype in ("ANNOUNCE", "SYNC", "DELAY_RESP"):
         assert ("granted", cl_ip, mtype, "8 s") in kinds, kinds
         assert ("renewed", cl_ip, mtype, "8 s") in kinds, kinds  # ptpd renews before the 8 s run out
+    assert {(g.role, g.address, g.duration_s) for g in rows} == {("SERVER", cl_ip, 8)}, rows
+    assert len(rows) == 3 and all(g.underlying_interface == "eth0" and 0 < g.remaining_ns <= 8 * 10**9 for g in rows)
     expired_while_running = [k for k in kinds if k[0] == "expired"]
     assert not expired_while_running, expired_while_running
     assert st.get("Port state") == "PTP_SLAVE", (st, text[-2000:])
     assert st.get("Best master IP") == srv_ip, st
     for counter in ("Sync received", "Follow-up received", "DelayResp received"):
         assert int(st.get(counter, "0")) >= 8, (counter, st)
-    rows = [r.split("\t") for r in fields.stdout.splitlines() if r.count("\t") == 3]
     sent = {}
-    for src, dst, mtype, unicast in rows:
+    for src, dst, mtype, unicast in (r.split("\t") for r in fields.stdout.splitlines() if r.count("\t") == 3):
         if src == srv_ip and dst == cl_ip:
             assert unicast in ("1", "True"), (mtype, unicast)
             sent[int(mtype, 16)] = sent.get(int(mtype, 16), 0) + 1
