@@ -1,4 +1,4 @@
-"""Debian's ptpd 2.3.1 as a second, independent unicast peer of the ptp-switch server (issue 7).
+"""Debian's ptpd 2.3.1 as a second, independent unicast peer of ptp-switch, both ways (issue 7).
 
 ptpd runs as a unicast-negotiating slave (``-s -U -g -u SERVER``) behind the router of the `atr`
 topology and asks ``ptp-switch run`` (``unicast_listen 1``) for Announce, Sync and Delay_Resp. It
@@ -12,6 +12,10 @@ they expire (no expiry while it runs); ptpd reaches PTP_SLAVE with the server as
 counts Syncs, Follow_Ups and Delay_Resps (its status file); gRPC ListUnicastGrants shows its three
 grants; a capture shows unicast Sync/Follow_Up/
 Delay_Resp/Announce from the server; ptpd's offset is bounded; when ptpd stops it cancels.
+
+The other way: ptpd as unicast-negotiating master (``-M -U -g``, same clock safety) and a
+ptp-switch client (``[unicast_master_table]``, free_running) that gets the three grants from it and
+synchronises (its offset is pure error too).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import time
 
 import pytest
 
-from tests.lab.test_atr import PTP_SWITCH, _events, _lab, _server_options
+from tests.lab.test_atr import PTP_SWITCH, _events, _lab, _server_options, _switch
 
 if shutil.which("ptpd") is None or shutil.which("setpriv") is None or shutil.which("tshark") is None:  # pragma: no cover
     pytest.skip("ptpd/setpriv/tshark not installed; run make setup", allow_module_level=True)
@@ -32,6 +36,12 @@ if shutil.which("ptpd") is None or shutil.which("setpriv") is None or shutil.whi
 CAP_SYS_TIME = 25
 # ptpd statistics line (-V): timestamp, state, clock id, one-way delay, offset from master, ...
 STATS_RE = re.compile(r"^\S+ \S+, slv, \S+, +(-?\d+\.\d+), +(-?\d+\.\d+),", re.M)
+
+
+PTPD_SAFE = ["setpriv", "--inh-caps", "-sys_time", "--bounding-set", "-sys_time", "--"]  # no CAP_SYS_TIME
+PTPD_COMMON = ["-C", "-V", "-L", "-i", "eth0", "-n", "--clock:no_reset=Y", "--clock:leap_second_handling=ignore",
+               "--clock:drift_handling=preserve", "--ptpengine:log_announce_interval=0",
+               "--ptpengine:log_sync_interval=0", "--ptpengine:log_delayreq_interval=0"]
 
 
 def _status(text: str) -> dict[str, str]:
@@ -62,12 +72,8 @@ def test_ptpd_negotiates_and_synchronises_to_ptp_switch_server(tmp_path):
                                f"udp and host {srv_ip}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1)
         ptpd = lab.popen("cl", [
-            "setpriv", "--inh-caps", "-sys_time", "--bounding-set", "-sys_time", "--",
-            "ptpd", "-C", "-V", "-L", "-i", "eth0", "-s", "-U", "-g", "-u", srv_ip, "-n",
-            "--clock:no_reset=Y", "--clock:leap_second_handling=ignore", "--clock:drift_handling=preserve",
+            *PTPD_SAFE, "ptpd", *PTPD_COMMON, "-s", "-U", "-g", "-u", srv_ip,
             "--ptpengine:unicast_grant_duration=30",  # ptpd's minimum; the server caps it to 8 s
-            "--ptpengine:log_announce_interval=0", "--ptpengine:log_sync_interval=0",
-            "--ptpengine:log_delayreq_interval=0",
             f"--global:status_file={status}", "--global:log_status=Y", "--global:status_update_interval=1",
         ], stdout=log.open("w"), stderr=subprocess.STDOUT)
         time.sleep(1)
@@ -111,3 +117,49 @@ def test_ptpd_negotiates_and_synchronises_to_ptp_switch_server(tmp_path):
     assert max(abs(o) for o in steady) < 500_000, steady
     canceled = [k for k in kinds if k[0] == "canceled_by_client"]
     assert canceled, "ptpd did not cancel its grants when stopped"
+
+
+def test_ptp_switch_client_negotiates_with_ptpd_master(tmp_path):
+    with _lab() as lab:
+        srv_ip = lab.addr("srv1", "cl")
+        log, status = tmp_path / "ptpd.log", tmp_path / "ptpd.status"
+        ptpd = lab.popen("srv1", [*PTPD_SAFE, "ptpd", *PTPD_COMMON, "-M", "-U", "-g", "--ptpengine:priority1=10",
+                                  f"--global:status_file={status}", "--global:log_status=Y"],
+                         stdout=log.open("w"), stderr=subprocess.STDOUT)
+        time.sleep(1)
+        with open(f"/proc/{ptpd.pid}/status") as f:
+            cap_eff = int(_status(f.read())["CapEff"], 16)
+        _, cl_log = _switch(lab, "cl", f"""slaveOnly 1
+free_running 1
+logAnnounceInterval 0
+announceReceiptTimeout 3
+logSyncInterval 0
+logMinDelayReqInterval 0
+unicast_req_duration 60
+[unicast_master_table]
+table_id 1
+logQueryInterval 0
+UDPv4 {srv_ip}
+[eth0]
+unicast_master_table 1
+""")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            events = _events(cl_log)
+            if len([e for e in events if e.get("kind") == "offset"]) >= 10:
+                break
+            time.sleep(0.5)
+        st = _status(status.read_text()) if status.exists() else {}
+    assert not cap_eff & (1 << CAP_SYS_TIME), "ptpd must run without CAP_SYS_TIME"
+    kinds = {(e.get("kind"), e.get("address"), e.get("message_type")) for e in events}
+    for mtype in ("ANNOUNCE", "SYNC", "DELAY_RESP"):
+        assert ("granted", srv_ip, mtype) in kinds, sorted(k for k in kinds if k[0])
+    assert ("active_server", srv_ip, None) in kinds
+    assert st.get("Port state") == "PTP_MASTER", (st, log.read_text(errors="replace")[-2000:])
+    offsets = [e["offset_ns"] for e in events if e.get("kind") == "offset"]
+    assert len(offsets) >= 10, cl_log.read_text()[-3000:]
+    steady = offsets[3:]
+    print(f"ptp-switch client of ptpd: {len(offsets)} offsets, steady median |offset| "
+          f"{statistics.median(abs(o) for o in steady):.0f} ns, max {max(abs(o) for o in steady):.0f} ns")
+    assert statistics.median(abs(o) for o in steady) < 50_000, steady
+    assert max(abs(o) for o in steady) < 500_000, steady
