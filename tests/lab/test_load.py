@@ -272,7 +272,7 @@ def test_floods_keep_the_legitimate_slave_served(make_lab):
 
 
 if __name__ != "__main__":
-    @pytest.mark.slow
+    @pytest.mark.long
     @pytest.mark.xfail(strict=True, reason="KNOWN WEAKNESS, measured: unicast_listen without unicast_allow grants forged "
                        "REQUESTs; each grant streams Sync/Announce/Delay_Resp (up to 2^-7 s) to an address that never "
                        "answers ARP, those sends wait in the kernel's neighbour queues and fill the socket buffers, and "
@@ -420,7 +420,7 @@ def test_port_flapping_every_second_20s(make_lab):
 
 
 if __name__ != "__main__":
-    @pytest.mark.slow
+    @pytest.mark.long
     def test_port_flapping_every_second_60s(make_lab):
         _flap_test(make_lab, 60)
 
