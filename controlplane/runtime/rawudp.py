@@ -31,45 +31,31 @@ import struct
 
 from controlplane.codec import frames
 from controlplane.codec.errors import CodecError
+from controlplane.runtime.packet import PACKET_AUXDATA, BpfProgram, open_packet_socket
 from controlplane.runtime.transport import (
     EVENT_PORT,
     GENERAL_PORT,
+    SOL_PACKET,
     Received,
+    SocketPair,
     TimestampMode,
     TransportError,
     TransportEvent,
     TxKeyCounter,
     drain_error_queue,
-    enable_hardware_timestamping,
-    enable_timestamping,
-    ifindex,
+    receive_batch,
     stamp_from_cmsgs,
 )
 from controlplane.runtime.udp import PTP_PDELAY_V4, PTP_PDELAY_V6, PTP_PRIMARY_V4, PTP_PRIMARY_V6
 
-ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
-SOL_PACKET = 263
-PACKET_ADD_MEMBERSHIP = 1
-PACKET_MR_MULTICAST = 0
-PACKET_IGNORE_OUTGOING = 23
-SO_ATTACH_FILTER = 26
-PACKET_AUXDATA = 8
 TP_STATUS_CSUMNOTREADY = 1 << 3  # checksum offloaded, not computed yet (a local sender on veth)
 TP_STATUS_CSUM_VALID = 1 << 7  # verified by the NIC / the stack
 _NEIGHBOURS_MAX = 1024
 
 
-class _SockFilter(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
-
-
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
-
-
-def udp4_filter(dst_port: int) -> list[tuple[int, int, int, int]]:
+def udp4_filter(dst_port: int) -> BpfProgram:
     """Classic BPF: untagged IPv4, UDP, first (or only) fragment, UDP destination port ``dst_port``."""
     return [
         (0x28, 0, 0, 12),  # 0 ldh [12]                ethertype
@@ -86,7 +72,7 @@ def udp4_filter(dst_port: int) -> list[tuple[int, int, int, int]]:
     ]
 
 
-def udp6_filter(dst_port: int) -> list[tuple[int, int, int, int]]:
+def udp6_filter(dst_port: int) -> BpfProgram:
     """Classic BPF: untagged IPv6 whose next header is UDP, UDP destination port ``dst_port``."""
     return [
         (0x28, 0, 0, 12),  # 0 ldh [12]                ethertype
@@ -98,12 +84,6 @@ def udp6_filter(dst_port: int) -> list[tuple[int, int, int, int]]:
         (0x06, 0, 0, 0xFFFF),  # 6 accept
         (0x06, 0, 0, 0),  # 7 drop
     ]
-
-
-def _attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]]) -> None:
-    insns = (_SockFilter * len(program))(*[_SockFilter(*i) for i in program])
-    fprog = _SockFprog(len(program), ctypes.cast(insns, ctypes.POINTER(_SockFilter)))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(fprog))  # the kernel copies it
 
 
 def _checksum_known_good(ancdata: list[tuple[int, int, bytes]]) -> bool:
@@ -170,7 +150,7 @@ def eui64_link_local(mac: bytes) -> bytes:
     return bytes.fromhex("fe80000000000000") + iid
 
 
-class _RawUdpBase:
+class _RawUdpBase(SocketPair):
     network_protocol = "UDP"
     family = socket.AF_INET
 
@@ -191,7 +171,7 @@ class _RawUdpBase:
         self.rx_dropped = 0  # frames the filter passed that are not well-formed PTP over UDP
 
     # -- family specifics --
-    def _filter(self, port: int) -> list[tuple[int, int, int, int]]:
+    def _filter(self, port: int) -> BpfProgram:
         raise NotImplementedError
 
     def _groups(self) -> tuple[str, str]:
@@ -210,70 +190,22 @@ class _RawUdpBase:
         raise NotImplementedError
 
     # -- common --
-    def _open_one(self, port: int, event: bool) -> socket.socket:
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: receives nothing yet
-        try:
-            _attach_filter(sock, self._filter(port))
-            try:
-                sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-            except OSError:
-                pass  # kernel < 4.20: outgoing frames are dropped in poll() by pkttype instead
-            sock.bind((self.ifname, ETH_P_ALL))
-            for mac in self._group_macs():
-                mreq = struct.pack("iHH8s", self.ifindex, PACKET_MR_MULTICAST, 6, mac)
-                sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
-            sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)  # checksum status of each frame
-            if event:
-                if self.timestamping is TimestampMode.HARDWARE:
-                    enable_hardware_timestamping(sock, self.ifname)
-                enable_timestamping(sock, self.timestamping)
-            else:
-                enable_timestamping(sock, TimestampMode.SOFTWARE)
-            sock.setblocking(False)
-        except OSError as exc:
-            sock.close()
-            if isinstance(exc, TransportError):
-                raise
-            raise TransportError(self.ifname, f"cannot open AF_PACKET socket for {self.network_protocol} port {port}", exc) from exc
-        return sock
+    def _open_one(self, event: bool) -> socket.socket:
+        port = self.event_port if event else self.general_port
+        return open_packet_socket(self.ifname, self.ifindex, self._filter(port), self._group_macs(), event=event,
+                                  timestamping=self.timestamping, auxdata=True,  # auxdata: checksum status of each frame
+                                  what=f"cannot open AF_PACKET socket for {self.network_protocol} port {port}")
 
-    def open(self) -> None:
-        if self._event is not None:
-            return
-        self.ifindex = ifindex(self.ifname)
-        self._event = self._open_one(self.event_port, True)
-        try:
-            self._general = self._open_one(self.general_port, False)
-        except TransportError:
-            self._event.close()
-            self._event = None
-            raise
+    def _opened(self) -> None:
+        assert self._event is not None
         self.mac = self._event.getsockname()[4][:6]
         self.address = self._source_address()
-
-    def close(self) -> None:
-        for sock in (self._event, self._general):
-            if sock is not None:
-                sock.close()
-        self._event = self._general = None
-
-    def __enter__(self):  # noqa: ANN204
-        self.open()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def fds(self) -> tuple[int, ...]:
-        return tuple(s.fileno() for s in (self._event, self._general) if s is not None)
 
     def protocol_address(self) -> bytes:
         return self.address
 
     def send(self, data: bytes, *, event: bool, peer_delay: bool = False, dest: object | None = None) -> int | None:
-        sock = self._event if event else self._general
-        if sock is None:
-            raise TransportError(self.ifname, "transport is not open")
+        sock = self._send_socket(event)
         port = self.event_port if event else self.general_port
         if dest is None:
             primary, pdelay = self._groups()
@@ -294,7 +226,7 @@ class _RawUdpBase:
         return None
 
     def poll(self, fd: int) -> list[TransportEvent]:
-        sock = self._event if self._event is not None and fd == self._event.fileno() else self._general
+        sock = self._poll_socket(fd)
         if sock is None:
             return []
         event = sock is self._event
@@ -302,13 +234,7 @@ class _RawUdpBase:
         out: list[TransportEvent] = []
         if event:
             out.extend(drain_error_queue(sock, self.timestamping))
-        for _ in range(64):
-            try:
-                frame, ancdata, _flags, addr = sock.recvmsg(2048, 1024)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:
-                raise TransportError(self.ifname, "receive failed", exc) from exc
+        for frame, ancdata, addr in receive_batch(sock, self.ifname, 64):
             if addr[2] == socket.PACKET_OUTGOING:
                 continue
             try:
@@ -334,7 +260,7 @@ class RawUdpV4Transport(_RawUdpBase):
     network_protocol = "UDPv4"
     family = socket.AF_INET
 
-    def _filter(self, port: int) -> list[tuple[int, int, int, int]]:
+    def _filter(self, port: int) -> BpfProgram:
         return udp4_filter(port)
 
     def _groups(self) -> tuple[str, str]:
@@ -368,7 +294,7 @@ class RawUdpV6Transport(_RawUdpBase):
     network_protocol = "UDPv6"
     family = socket.AF_INET6
 
-    def _filter(self, port: int) -> list[tuple[int, int, int, int]]:
+    def _filter(self, port: int) -> BpfProgram:
         return udp6_filter(port)
 
     def _groups(self) -> tuple[str, str]:

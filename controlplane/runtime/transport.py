@@ -1,4 +1,4 @@
-"""The transport interface: one Protocol, one implementation per network protocol (udp.py, l2.py).
+"""The transport interface: one Protocol, one implementation per network protocol (udp.py, l2.py, rawudp.py).
 
 A transport owns the sockets of one PTP port (one interface). It sends PTP messages (bytes from
 the codec) to the protocol's multicast groups or to a unicast address, and turns what the kernel
@@ -26,7 +26,7 @@ import enum
 import fcntl
 import socket
 import struct
-from typing import Protocol, Union, runtime_checkable
+from typing import Iterator, Protocol, TypeVar, Union, runtime_checkable
 
 # --- SO_TIMESTAMPING (linux/net_tstamp.h) ---------------------------------------------------
 SO_TIMESTAMPING = 37  # SO_TIMESTAMPING_OLD; cmsg SCM_TIMESTAMPING has the same value
@@ -207,3 +207,85 @@ class TxKeyCounter:
         key = self._next
         self._next = (self._next + 1) & 0xFFFFFFFF
         return key
+
+
+def enable_event_timestamping(sock: socket.socket, ifname: str, mode: TimestampMode) -> None:
+    """SO_TIMESTAMPING for an event socket; in HARDWARE mode the NIC is told to stamp first."""
+    if mode is TimestampMode.HARDWARE:
+        enable_hardware_timestamping(sock, ifname)
+    enable_timestamping(sock, mode)
+
+
+def receive_batch(sock: socket.socket, ifname: str, limit: int) -> Iterator[tuple[bytes, list[tuple[int, int, bytes]], object]]:
+    """(data, ancdata, address) of up to ``limit`` pending datagrams / frames (non-blocking).
+
+    Stops at an empty queue; any other receive error is ``TransportError(ifname, "receive failed")``."""
+    for _ in range(limit):
+        try:
+            data, ancdata, _flags, addr = sock.recvmsg(2048, 1024)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError as exc:
+            raise TransportError(ifname, "receive failed", exc) from exc
+        yield data, ancdata, addr
+
+
+_T = TypeVar("_T", bound="SocketPair")
+
+
+class SocketPair:
+    """The life cycle every transport shares: one event and one general socket per port.
+
+    A subclass sets ``ifname`` and ``_event = _general = None`` and implements ``_open_one(event)``
+    (returns an open socket or raises ``TransportError``); ``_opened()`` runs once both are open."""
+
+    ifname: str
+    ifindex: int
+    _event: socket.socket | None
+    _general: socket.socket | None
+
+    def _open_one(self, event: bool) -> socket.socket:
+        raise NotImplementedError
+
+    def _opened(self) -> None:
+        pass
+
+    def open(self) -> None:
+        if self._event is not None:
+            return
+        self.ifindex = ifindex(self.ifname)
+        self._event = self._open_one(True)
+        try:
+            self._general = self._open_one(False)
+        except TransportError:
+            self._event.close()
+            self._event = None
+            raise
+        self._opened()
+
+    def close(self) -> None:
+        for sock in (self._event, self._general):
+            if sock is not None:
+                sock.close()
+        self._event = self._general = None
+
+    def __enter__(self: _T) -> _T:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def fds(self) -> tuple[int, ...]:
+        return tuple(s.fileno() for s in (self._event, self._general) if s is not None)
+
+    def _send_socket(self, event: bool) -> socket.socket:
+        """The socket a message goes out on; ``TransportError`` when the transport is not open."""
+        sock = self._event if event else self._general
+        if sock is None:
+            raise TransportError(self.ifname, "transport is not open")
+        return sock
+
+    def _poll_socket(self, fd: int) -> socket.socket | None:
+        """The socket of ``fd`` (the event socket's fd, else the general socket), None when closed."""
+        return self._event if self._event is not None and fd == self._event.fileno() else self._general

@@ -26,14 +26,14 @@ from controlplane.runtime.transport import (
     SOF_TIMESTAMPING_RX_SOFTWARE,
     SOF_TIMESTAMPING_SOFTWARE,
     Received,
+    SocketPair,
     TimestampMode,
     TransportError,
     TransportEvent,
     TxKeyCounter,
     drain_error_queue,
-    enable_hardware_timestamping,
-    enable_timestamping,
-    ifindex,
+    enable_event_timestamping,
+    receive_batch,
     stamp_from_cmsgs,
 )
 
@@ -89,7 +89,7 @@ def _interface_ipv6(ifname: str) -> bytes:
     return best
 
 
-class _UdpBase:
+class _UdpBase(SocketPair):
     network_protocol = "UDP"
     family = socket.AF_INET
 
@@ -121,7 +121,8 @@ class _UdpBase:
         raise NotImplementedError
 
     # -- common --
-    def _open_one(self, port: int, event: bool) -> socket.socket:
+    def _open_one(self, event: bool) -> socket.socket:
+        port = self.event_port if event else self.general_port
         sock = socket.socket(self.family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -134,9 +135,7 @@ class _UdpBase:
                 sock.bind(("0.0.0.0", port))
             self._configure_multicast(sock)
             if event:
-                if self.timestamping is TimestampMode.HARDWARE:
-                    enable_hardware_timestamping(sock, self.ifname)
-                enable_timestamping(sock, self.timestamping)
+                enable_event_timestamping(sock, self.ifname, self.timestamping)
             else:
                 # RX software stamps only: a TX stamp request here would queue one error-queue entry
                 # per send that nobody reads, and the queued entries keep EPOLLERR raised, so every
@@ -150,38 +149,8 @@ class _UdpBase:
             raise TransportError(self.ifname, f"cannot open {self.network_protocol} socket on port {port}", exc) from exc
         return sock
 
-    def open(self) -> None:
-        if self._event is not None:
-            return
-        self.ifindex = ifindex(self.ifname)
-        self._event = self._open_one(self.event_port, True)
-        try:
-            self._general = self._open_one(self.general_port, False)
-        except TransportError:
-            self._event.close()
-            self._event = None
-            raise
-
-    def close(self) -> None:
-        for sock in (self._event, self._general):
-            if sock is not None:
-                sock.close()
-        self._event = self._general = None
-
-    def __enter__(self):  # noqa: ANN204
-        self.open()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def fds(self) -> tuple[int, ...]:
-        return tuple(s.fileno() for s in (self._event, self._general) if s is not None)
-
     def send(self, data: bytes, *, event: bool, peer_delay: bool = False, dest: object | None = None) -> int | None:
-        sock = self._event if event else self._general
-        if sock is None:
-            raise TransportError(self.ifname, "transport is not open")
+        sock = self._send_socket(event)
         port = self.event_port if event else self.general_port
         if dest is None:
             primary, pdelay = self._groups()
@@ -202,7 +171,7 @@ class _UdpBase:
         return self._dest(str(dest), port)
 
     def poll(self, fd: int) -> list[TransportEvent]:
-        sock = self._event if self._event is not None and fd == self._event.fileno() else self._general
+        sock = self._poll_socket(fd)
         if sock is None:
             return []
         event = sock is self._event
@@ -211,13 +180,7 @@ class _UdpBase:
             out.extend(drain_error_queue(sock, self.timestamping, POLL_BATCH))
         else:
             drain_error_queue(sock, TimestampMode.SOFTWARE)  # nothing should be there; never let it spin
-        for _ in range(POLL_BATCH):
-            try:
-                data, ancdata, _flags, addr = sock.recvmsg(2048, 1024)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:
-                raise TransportError(self.ifname, "receive failed", exc) from exc
+        for data, ancdata, addr in receive_batch(sock, self.ifname, POLL_BATCH):
             mode = self.timestamping if event else TimestampMode.SOFTWARE
             out.append(Received(data=data, rx_ts_ns=stamp_from_cmsgs(ancdata, mode), source=addr, event=event))
         return out
