@@ -374,6 +374,12 @@ class Clock:
         if new in (PortState.LISTENING, PortState.PASSIVE, PortState.UNCALIBRATED, PortState.SLAVE):
             if new not in _SLAVEISH or old not in _SLAVEISH:
                 self._rearm_announce_receipt(port, now_ns)
+        if new is PortState.UNCALIBRATED and old is not PortState.UNCALIBRATED:
+            # ptp4l flush_last_sync() / flush_delay_req(): nothing measured before this point pairs
+            # with what the (new) master sends next
+            sm = port.slave
+            sm.pending_sync = sm.pending_fup = sm.last_sync = None
+            sm.delay_req_seq = sm.t3 = sm.pending_resp = None
         if new in _SLAVEISH and not port.p2p and T.DELAY_REQ_TX not in port.timers:
             port.arm(T.DELAY_REQ_TX, now_ns + port.delay_req_wait_ns())
         return out

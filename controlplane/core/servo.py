@@ -114,6 +114,8 @@ class PiServo:
         self._offset = [0, 0]
         self._local = [0, 0]
         self._count = 0
+        self._has_estimate = False  # a two-sample frequency estimate has been made since creation
+        self._resume = False  # reset() of an estimating servo: the next sample resumes PI on the kept drift
         self.kp = 0.0
         self.ki = 0.0
         self.state = ServoState.UNLOCKED
@@ -127,7 +129,17 @@ class PiServo:
         self.ki = min(g.ki_scale * math.pow(interval_s, g.ki_exponent), g.ki_norm_max / interval_s)
 
     def reset(self) -> None:
+        """Discard the samples, keep the frequency (new master, UNCALIBRATED, link back up).
+
+        linuxptp's pi_reset() only sets count = 0, so the next two samples re-estimate the drift.
+        With the sync interval's short estimation window (0.016 / ki: 53 ms at 1 Sync/s with the
+        hardware gains) that estimate is two samples apart, and one outlier among them (a first Sync
+        after a re-selection that was 17 us late in the lab) set the frequency to -137,000 ppb. Once
+        a drift estimate exists it is the better prior: the servo resumes PI on it (stepping first
+        when the offset calls for a step), so one bad sample moves the frequency by kp * offset only.
+        """
         self._count = 0
+        self._resume = self._has_estimate
         self.state = ServoState.UNLOCKED
 
     def sample(self, offset_ns: int, local_ts_ns: int, weight: float = 1.0) -> ServoOutput:
@@ -135,7 +147,16 @@ class PiServo:
         ppb = self._last_ppb
         state = ServoState.UNLOCKED
         step: int | None = None
-        if self._count == 0:
+        if self._count == 0 and self._resume:
+            self._resume = False
+            self._count = 2
+            if t.wants_jump(offset_ns):
+                state = ServoState.JUMP
+                step = -offset_ns
+                ppb = self._drift
+        if step is not None:
+            pass
+        elif self._count == 0:
             self._offset[0], self._local[0] = offset_ns, local_ts_ns
             self._count = 1
         elif self._count == 1:
@@ -156,6 +177,7 @@ class PiServo:
                         state = ServoState.LOCKED
                     ppb = self._drift
                     self._count = 2
+                    self._has_estimate = True
         else:
             if t.step_threshold_ns and t.step_threshold_ns < abs(offset_ns):
                 self._count = 0
