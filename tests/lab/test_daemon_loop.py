@@ -10,12 +10,7 @@ through handle_fault while the loop keeps running; every action variant is execu
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
-import os
-import subprocess
 import time
-import uuid
 from typing import Any, Iterator
 
 import pytest
@@ -38,45 +33,13 @@ from controlplane.core.actions import (
 from controlplane.runtime.clock import VirtualClock
 from controlplane.runtime.loop import Runtime
 from controlplane.runtime.udp import UdpV4Transport
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-@contextlib.contextmanager
-def in_netns(name: str) -> Iterator[None]:
-    own = os.open("/proc/self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        assert _libc.setns(target, 0x40000000) == 0
-        yield
-    finally:
-        _libc.setns(own, 0x40000000)
-        os.close(own)
-        os.close(target)
-
-
-def _sh(*args: str) -> None:
-    subprocess.run(args, check=True, capture_output=True)
+from tests.lab.conftest import in_netns, veth_netns_pair
 
 
 @pytest.fixture
 def two_ns() -> Iterator[tuple[str, str]]:
-    run = uuid.uuid4().hex[:6]
-    a, b = f"ptsL{run}a", f"ptsL{run}b"
-    made: list[str] = []
-    try:
-        for n in (a, b):
-            _sh("ip", "netns", "add", n)
-            made.append(n)
-            _sh("ip", "-n", n, "link", "set", "lo", "up")
-        _sh("ip", "-n", a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b)
-        for n, i in ((a, 1), (b, 2)):
-            _sh("ip", "-n", n, "addr", "add", f"10.252.0.{i}/24", "dev", "eth0")
-            _sh("ip", "-n", n, "link", "set", "eth0", "up")
-        yield a, b
-    finally:
-        for n in made:
-            subprocess.run(["ip", "netns", "del", n], capture_output=True)
+    with veth_netns_pair("L", "10.252.0") as pair:
+        yield pair
 
 
 def _sync(seq: int) -> Sync:

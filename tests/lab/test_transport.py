@@ -7,12 +7,8 @@ CLOCK_REALTIME, tx < rx, rx - tx below a few ms. Also: L2 receives on a bridge p
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
-import subprocess
 import time
-import uuid
 from typing import Iterator
 
 import pytest
@@ -20,62 +16,14 @@ import pytest
 from controlplane.runtime.l2 import L2Transport
 from controlplane.runtime.transport import Received, TransportError, TxTimestamp
 from controlplane.runtime.udp import UdpV4Transport, UdpV6Transport
-
-_libc = ctypes.CDLL(None, use_errno=True)
-CLONE_NEWNET = 0x40000000
-
-
-def _sh(*args: str) -> None:
-    subprocess.run(args, check=True, capture_output=True)
-
-
-@contextlib.contextmanager
-def in_netns(name: str) -> Iterator[None]:
-    """Enter a named netns for the duration (sockets opened here stay in it)."""
-    own = os.open("/proc/self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if _libc.setns(target, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns {name}")
-        yield
-    finally:
-        _libc.setns(own, CLONE_NEWNET)
-        os.close(own)
-        os.close(target)
+from tests.lab.conftest import in_netns, veth_netns_pair
+from tests.lab.conftest import sh as _sh
 
 
 @pytest.fixture
 def two_ns() -> Iterator[tuple[str, str]]:
-    run = uuid.uuid4().hex[:6]
-    a, b = f"ptsT{run}a", f"ptsT{run}b"
-    made: list[str] = []
-    try:
-        for n in (a, b):
-            _sh("ip", "netns", "add", n)
-            made.append(n)
-            _sh("ip", "-n", n, "link", "set", "lo", "up")
-            # no duplicate address detection: link-local addresses usable at once
-            _sh("ip", "netns", "exec", n, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0")
-        _sh("ip", "-n", a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b)
-        for n, i in ((a, 1), (b, 2)):
-            _sh("ip", "-n", n, "addr", "add", f"10.251.0.{i}/24", "dev", "eth0")
-            _sh("ip", "-n", n, "addr", "add", f"fd00:251::{i}/64", "dev", "eth0", "nodad")
-            _sh("ip", "-n", n, "link", "set", "eth0", "up")
-        _wait_ipv6_ready(a, b)
-        yield a, b
-    finally:
-        for n in made:
-            subprocess.run(["ip", "netns", "del", n], capture_output=True)
-
-
-def _wait_ipv6_ready(*names: str, timeout_s: float = 5.0) -> None:
-    """Until every eth0 has a usable link-local address, UDPv6 multicast may go nowhere."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        outs = [subprocess.run(["ip", "-n", n, "-6", "addr", "show", "dev", "eth0"], capture_output=True, text=True).stdout for n in names]
-        if all("scope link" in o and "tentative" not in o for o in outs):
-            return
-        time.sleep(0.1)
+    with veth_netns_pair("T", "10.251.0", "fd00:251") as pair:
+        yield pair
 
 
 def _collect(t, want, timeout_s: float = 2.0) -> list:
