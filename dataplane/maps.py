@@ -8,10 +8,12 @@ The loader checks every mirror against the type BCC derives from the C at load t
 from __future__ import annotations
 
 import ctypes
+import time
 import enum
 import os
 from dataclasses import dataclass
 
+from controlplane.codec.enums import MessageType
 from dataplane import libbpf
 
 MAX_PORTS = 64
@@ -42,26 +44,12 @@ class Mode(enum.IntEnum):
     P2P = 1
 
 
-class MsgType(enum.IntEnum):
-    """messageType values (IEEE 1588-2019 Table 36); the dataplane's counter slots."""
-
-    SYNC = 0x0
-    DELAY_REQ = 0x1
-    PDELAY_REQ = 0x2
-    PDELAY_RESP = 0x3
-    FOLLOW_UP = 0x8
-    DELAY_RESP = 0x9
-    PDELAY_RESP_FOLLOW_UP = 0xA
-    ANNOUNCE = 0xB
-    SIGNALING = 0xC
-    MANAGEMENT = 0xD
-
-
 def slot_name(slot: int) -> str:
+    """A counter slot's name: the messageType (IEEE 1588-2019 Table 36) it counts, or MALFORMED."""
     if slot == SLOT_MALFORMED:
         return "MALFORMED"
     try:
-        return MsgType(slot).name
+        return MessageType(slot).name
     except ValueError:
         return f"TYPE_{slot:X}"
 
@@ -85,6 +73,7 @@ class Counter(enum.IntEnum):
     TRAILER = 13
     PRIORITY_SET = 14
     ERROR = 15
+    BACKDATED = 16
 
 
 NCOUNTERS = len(Counter)
@@ -163,7 +152,7 @@ class PtpPortCfg(ctypes.Structure):
 
 class PtpGlobalCfg(ctypes.Structure):
     _fields_ = [("flags", ctypes.c_uint32), ("domain", ctypes.c_uint32), ("stale_age_ns", ctypes.c_uint64),
-                ("egress_priority", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
+                ("egress_priority", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("rt_minus_mono_ns", ctypes.c_int64)]
 
 
 class PtpCounters(ctypes.Structure):
@@ -180,7 +169,7 @@ MAP_TYPES: dict[str, tuple[type, type]] = {
 }
 PERCPU_MAPS = {"counters"}
 EXPECTED_SIZES = {PtpKey: 16, PtpStamp: 32, PtpTwostepKey: 24, PtpTwostepVal: 48, PtpPortCfg: 40,
-                  PtpGlobalCfg: 24, PtpCounters: 8 * 16}
+                  PtpGlobalCfg: 32, PtpCounters: 8 * 17}
 
 
 class LayoutMismatch(RuntimeError):
@@ -249,6 +238,22 @@ class PortConfig:
                    rate_ratio=c.rate_ratio_q32 / RATE_ONE_Q32)
 
 
+def rt_minus_mono_ns(tries: int = 5) -> int:
+    """CLOCK_REALTIME - CLOCK_MONOTONIC now, from the tightest of a few bracketed reads. tc_ingress uses
+    it to turn skb->tstamp (the stack's RX stamp, realtime, taken when the sender's veth queued the packet
+    to this port's backlog) into the BPF clock. Constant unless the realtime clock is stepped (a slew moves
+    both clocks alike); the program ignores a converted stamp that lands in the future or > 5 ms back."""
+    best: tuple[int, int] | None = None
+    for _ in range(tries):
+        m0 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        r = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        m1 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        if best is None or m1 - m0 < best[0]:
+            best = (m1 - m0, r - (m0 + m1) // 2)
+    assert best is not None
+    return best[1]
+
+
 @dataclass(frozen=True)
 class GlobalConfig:
     domain: int | None = None            # None: every domain
@@ -271,6 +276,7 @@ class GlobalConfig:
         c.domain = self.domain or 0
         c.stale_age_ns = self.stale_age_ns
         c.egress_priority = self.egress_priority
+        c.rt_minus_mono_ns = rt_minus_mono_ns()
         return c
 
     @classmethod
