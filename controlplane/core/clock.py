@@ -335,7 +335,7 @@ class Clock:
             port.ds.port_state = PortState.INITIALIZING
             return out + self._dispatch(port, Event.INIT_COMPLETE, now_ns, "INIT_COMPLETE")
         if old in _SLAVEISH and new not in _SLAVEISH:
-            port.cancel(T.DELAY_REQ_TX)
+            port.cancel(T.DELAY_REQ_TX, T.SYNC_RECEIPT)
             port.slave.pending_sync = None
             port.slave.delay_req_seq = None
             if self.slave_port == port.number:
@@ -377,6 +377,7 @@ class Clock:
         if new is PortState.UNCALIBRATED and old is not PortState.UNCALIBRATED:
             # ptp4l flush_last_sync() / flush_delay_req(): nothing measured before this point pairs
             # with what the (new) master sends next
+            port.cancel(T.SYNC_RECEIPT)  # armed again by the first Sync from the new parent
             sm = port.slave
             sm.pending_sync = sm.pending_fup = sm.last_sync = None
             sm.delay_req_seq = sm.t3 = sm.pending_resp = None
@@ -433,6 +434,16 @@ class Clock:
             elif best is not None:
                 port.foreign.clear()
             out = self._dispatch(port, Event.ANNOUNCE_RECEIPT_TIMEOUT_EXPIRES, now_ns, "ANNOUNCE_RECEIPT_TIMEOUT_EXPIRES")
+            if T.ANNOUNCE_RECEIPT not in port.timers and port.state in (PortState.LISTENING, PortState.PASSIVE):
+                self._rearm_announce_receipt(port, now_ns)
+            return out + self._run_bmca(now_ns)
+        if name == T.SYNC_RECEIPT:
+            # ptp4l: a sync receipt timeout is an announce receipt timeout that also forgets the
+            # parent's foreign-master record, so the BMCA cannot pick the silent master again at once
+            if port.state not in _SLAVEISH:
+                return []
+            port.foreign.forget(self.parent_ds.parent_port_identity)
+            out = self._dispatch(port, Event.ANNOUNCE_RECEIPT_TIMEOUT_EXPIRES, now_ns, "SYNC_RECEIPT_TIMEOUT_EXPIRES")
             if T.ANNOUNCE_RECEIPT not in port.timers and port.state in (PortState.LISTENING, PortState.PASSIVE):
                 self._rearm_announce_receipt(port, now_ns)
             return out + self._run_bmca(now_ns)
@@ -598,13 +609,16 @@ class Clock:
         # the Delay_Req's at egress, see Port.build_delay_req), so meanPathDelay stays symmetric
         c_ms_ns += port.ds.delay_asymmetry_ns
         port.slave.last_sync = (t1, t2, c_ms_ns)
+        li = log_interval if -10 <= log_interval <= 10 else port.ds.log_sync_interval
+        if port.cfg.sync_receipt_timeout:
+            # syncReceiptTimeout sync intervals without a complete Sync from the parent -> re-select
+            port.arm(TimerName.SYNC_RECEIPT, now_ns + port.cfg.sync_receipt_timeout * interval_ns(li))
         mpd = port.peer_mean_link_delay_ns if port.p2p else port.slave.mean_path_delay_ns
         if mpd is None:
             return []
         offset = offset_from_master(t1, t2, c_ms_ns, mpd)
         self.current_ds.offset_from_master_ns = offset
         self.current_ds.mean_path_delay_ns = mpd
-        li = log_interval if -10 <= log_interval <= 10 else port.ds.log_sync_interval
         if li != self._servo_log_interval:
             self.servo.sync_interval(2.0**li)
             self._servo_log_interval = li

@@ -47,6 +47,7 @@ class TimerName:
     ANNOUNCE_RECEIPT = "announce_receipt"
     QUALIFICATION = "qualification"
     FAULT_RESET = "fault_reset"
+    SYNC_RECEIPT = "sync_receipt"  # syncReceiptTimeout (ptp4l FD_SYNC_RX_TIMER)
 
 
 def _ts(ns: int) -> Timestamp:

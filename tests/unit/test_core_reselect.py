@@ -79,3 +79,48 @@ def test_clock_reselection_after_announce_timeout_has_no_frequency_transient() -
     assert sl.port(1).state is PortState.SLAVE
     freqs = [round(a.freq_ppb) for a in adj]
     assert freqs and max(abs(f) for f in freqs) < 30_000, freqs  # before the fix: about -140,000 ppb
+
+
+def _announces_only(sl, start_ns: int, seconds: int, seq0: int) -> list:
+    """The parent keeps announcing (1/s) but sends no Sync; timers run in between."""
+    out: list = []
+    for j in range(seconds * 8):
+        now = start_ns + j * S // 8
+        if j % 8 == 0:
+            out += sl.handle_message(1, announce_from(GM_ID, seq0 + j), None, now)
+        while (d := sl.next_deadline_ns()) is not None and d <= now:
+            acts = sl.handle_timer(d)
+            out += acts
+            if any(isinstance(a, StateChanged) for a in acts):
+                _announces_only.first_change_ns = getattr(_announces_only, "first_change_ns", None) or d
+    return out
+
+
+def test_sync_receipt_timeout_reselects_while_announces_continue() -> None:
+    sl = make_slave(syncReceiptTimeout="3")
+    for k in range(16):
+        exchange(sl, k, offset_ns=0, delay_ns=20_000, now_ns=S + k * S // 8)
+    assert sl.port(1).state is PortState.SLAVE
+    last = S + 15 * S // 8
+    _announces_only.first_change_ns = None
+    out = _announces_only(sl, last + S // 16, 3, 1000)
+    changes = [a for a in out if isinstance(a, StateChanged)]
+    assert changes and changes[0].event == "SYNC_RECEIPT_TIMEOUT_EXPIRES" and changes[0].new is PortState.LISTENING, changes
+    # it fired 3 sync intervals (375 ms) after the last Sync, long before an announce receipt timeout
+    assert _announces_only.first_change_ns == last + 3 * S // 8
+    # the silent parent's record was dropped: re-selection needs fresh qualification (two Announces)
+    assert [c.new for c in changes[1:2]] in ([], [PortState.UNCALIBRATED])
+
+
+def test_sync_receipt_timeout_zero_is_off_and_syncs_keep_it_armed() -> None:
+    sl = make_slave()  # syncReceiptTimeout 0 (ptp4l's default): no timer
+    for k in range(16):
+        exchange(sl, k, offset_ns=0, delay_ns=20_000, now_ns=S + k * S // 8)
+    out = _announces_only(sl, S + 2 * S, 2, 1000)
+    assert not [a for a in out if isinstance(a, StateChanged)] and sl.port(1).state is PortState.SLAVE
+    sl = make_slave(syncReceiptTimeout="3")
+    out = []
+    for k in range(80):  # 10 s of Syncs: the timer never expires
+        out += exchange(sl, k, offset_ns=0, delay_ns=20_000, now_ns=S + k * S // 8)
+    assert not [a for a in out if isinstance(a, StateChanged) and a.event == "SYNC_RECEIPT_TIMEOUT_EXPIRES"]
+    assert sl.port(1).state is PortState.SLAVE
