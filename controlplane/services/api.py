@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, Union
 
 from controlplane.codec.enums import PortState
+from controlplane.codec.types import format_clock_identity
 from controlplane.core.config import (
     OPTIONS_BY_NAME,
     ConfigError,
@@ -819,9 +820,8 @@ def _discard(path: Path | None) -> None:
 
 
 def clock_identity_text(ident: bytes) -> str:
-    """ptp4l's spelling of a clockIdentity: 001122.fffe.334455."""
-    h = bytes(ident).hex()
-    return f"{h[0:6]}.{h[6:10]}.{h[10:16]}" if len(h) == 16 else h
+    """ptp4l's spelling of a clockIdentity: 001122.fffe.334455 (codec's ``format_clock_identity``)."""
+    return format_clock_identity(bytes(ident))
 
 
 def _quality(q: Any) -> ClockQuality:
