@@ -83,15 +83,22 @@ static __always_inline int ptp_key_eq(const struct ptp_key *a, const struct ptp_
 	return x[0] == y[0] && x[1] == y[1];
 }
 
+/* Latest plausible age of a back-dated ingress stamp (tc_ingress with skb->tstamp); anything older or
+ * in the future is a bad conversion (clock stepped since the offset was written) and is ignored. */
+#define PTP_BACKDATE_MAX_NS 5000000ULL
+
 /* The common ingress action: validate, count, and stamp event messages. Never modifies the packet.
+ * rx_rt_ns: the stack's realtime RX stamp of the packet (skb->tstamp at tc ingress), 0 when none; when
+ * it converts to a plausible BPF-clock time, that time is the ingress stamp instead of "now".
  * Returns the parse result (only the bench's stage cut-offs use it). */
-static __always_inline int ptp_ingress_stamp(void *data, void *data_end, __u32 ifindex)
+static __always_inline int ptp_ingress_stamp(void *data, void *data_end, __u32 ifindex, __u64 rx_rt_ns)
 {
 	struct ptp_pkt p;
 	struct ptp_port_cfg *cfg;
 	struct ptp_global_cfg *g;
 	struct ptp_counters *pc;
 	struct ptp_stamp *s;
+	__u64 now, t;
 	__u32 slot;
 	int r;
 
@@ -121,7 +128,15 @@ static __always_inline int ptp_ingress_stamp(void *data, void *data_end, __u32 i
 	s = ptp_ingress.lookup(&slot);
 	if (!s)
 		return r;
-	s->t_ns = bpf_ktime_get_ns();
+	now = bpf_ktime_get_ns();
+	if (rx_rt_ns && g && g->rt_minus_mono_ns) {
+		t = rx_rt_ns - (__u64)g->rt_minus_mono_ns;
+		if (t <= now && now - t <= PTP_BACKDATE_MAX_NS) {
+			now = t;
+			PTP_COUNT(pc, PTP_C_BACKDATED);
+		}
+	}
+	s->t_ns = now;
 	s->ifindex = ifindex;
 	s->flags = PTP_STAMP_VALID;
 	__builtin_memcpy(&s->key, &p.key, sizeof(s->key));

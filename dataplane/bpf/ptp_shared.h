@@ -48,6 +48,7 @@ enum ptp_counter {
 	PTP_C_TRAILER,          /* IPv6 checksum-compensation trailer adjusted instead of the UDP checksum */
 	PTP_C_PRIO,             /* skb->priority set for an event message */
 	PTP_C_ERROR,            /* a helper failed (store / csum); packet passed */
+	PTP_C_BACKDATED,        /* tc ingress: stamp taken from skb->tstamp (the RX stamp before the backlog) */
 	PTP_NCOUNTERS
 };
 
@@ -105,12 +106,14 @@ struct ptp_global_cfg {
 	__u64 stale_age_ns;     /* ingress stamps older than this are stale */
 	__u32 egress_priority;  /* skb->priority for event messages at egress; 0 = leave alone */
 	__u32 pad;
+	__s64 rt_minus_mono_ns; /* CLOCK_REALTIME - CLOCK_MONOTONIC when written (0 = unknown): converts
+				 * skb->tstamp (the stack's RX stamp, realtime) for tc_ingress */
 };
-_Static_assert(sizeof(struct ptp_global_cfg) == 24, "ptp_global_cfg size");
+_Static_assert(sizeof(struct ptp_global_cfg) == 32, "ptp_global_cfg size");
 
 struct ptp_counters {
 	__u64 v[PTP_NCOUNTERS];
 };
-_Static_assert(sizeof(struct ptp_counters) == 8 * 16, "ptp_counters size");
+_Static_assert(sizeof(struct ptp_counters) == 8 * 17, "ptp_counters size");
 
 #endif /* PTP_SHARED_H */

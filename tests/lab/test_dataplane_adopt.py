@@ -44,7 +44,7 @@ def test_sigkilled_owner_then_adopt(make_lab):
 
     dp = lab.in_node("sw1", lambda: Dataplane.adopt(ports))
     try:
-        assert {(p.ingress_hook, p.tc_api) for p in dp.ports.values()} == {("xdp", "tcx")}
+        assert {(p.ingress_hook, p.tc_api) for p in dp.ports.values()} == {("tc", "tcx")}  # auto on veth
         before = dp.stats()[ports[1]]["SYNC"]["corrected"]
         assert before >= 50, dp.stats()                   # counters survived the owner
         samples = residence_run(lab, count=40, interval_s=0.01)
