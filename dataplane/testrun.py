@@ -78,9 +78,10 @@ def run_xdp(fd: int, data: bytes, *, ingress_ifindex: int = 1, repeat: int = 1) 
 
 
 def run_tc(fd: int, data: bytes, *, ifindex: int = 1, ingress_ifindex: int = 0, priority: int = 0,
-           repeat: int = 1) -> RunResult:
+           tstamp_ns: int = 0, repeat: int = 1) -> RunResult:
     """Run a tc (sched_cls) program as if the packet were leaving ``ifindex`` (must exist in this netns;
-    1 = lo) after arriving on ``ingress_ifindex`` (any number; 0 = locally originated)."""
-    ctx = SkBuff(ifindex=ifindex, ingress_ifindex=ingress_ifindex, priority=priority)
+    1 = lo) after arriving on ``ingress_ifindex`` (any number; 0 = locally originated); ``tstamp_ns``
+    = skb->tstamp (realtime, as the stack's RX stamp; 0 = none)."""
+    ctx = SkBuff(ifindex=ifindex, ingress_ifindex=ingress_ifindex, priority=priority, tstamp=tstamp_ns)
     opts, out = _run(fd, data, ctx, repeat)
     return RunResult(retval=opts.retval, data=out, duration_ns=opts.duration, priority=ctx.priority)

@@ -106,6 +106,28 @@ def test_tc_ingress_fallback_stamps_too(dp, maps):
     assert maps.ingress(key_of(F.SYNC, seq=9)).ifindex == LO
 
 
+def rt_ns() -> int:
+    return time.clock_gettime_ns(time.CLOCK_REALTIME)   # skb->tstamp clock
+
+
+@pytest.mark.parametrize("back_ns, backdated", [(300_000, True), (20_000_000, False), (-50_000_000, False)])
+def test_tc_ingress_backdates_to_rx_tstamp(dp, maps, back_ns, backdated):
+    """skb->tstamp (realtime RX stamp, before the backlog) becomes the ingress stamp when it converts
+    to a plausible BPF-clock time: in the past, at most 5 ms; else the stamp is "now"."""
+    frame = F.encap("udp4", F.ptp(F.SYNC, seq=11))
+    t0 = mono_ns()
+    r = run_tc(dp.prog_fds["tc_ingress"], frame, ifindex=LO, tstamp_ns=rt_ns() - back_ns)
+    t1 = mono_ns()
+    assert r.retval == TC_ACT_OK and r.data == frame
+    s = maps.ingress(key_of(F.SYNC, seq=11))
+    assert s is not None and s.ifindex == LO
+    if backdated:
+        assert t0 - back_ns - 1_000_000 <= s.t_ns <= t1 - back_ns + 1_000_000, (t0, s.t_ns, t1)
+    else:
+        assert t0 <= s.t_ns <= t1, (t0, s.t_ns, t1)
+    assert ctr(maps, LO, "SYNC", Counter.BACKDATED) == int(backdated)
+
+
 def test_ingress_port_not_configured_is_ignored(dp, maps):
     maps.remove_port(LO)
     frame = F.encap("udp4", F.ptp(F.SYNC))
