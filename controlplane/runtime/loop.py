@@ -24,6 +24,7 @@ import time
 from typing import Any, Callable, Protocol, Sequence, assert_never
 
 
+from controlplane.codec.enums import PortState
 from controlplane.codec.errors import CodecError
 from controlplane.codec.messages import PdelayResp, Sync, decode, encode
 from controlplane.codec.types import Timestamp
@@ -97,6 +98,9 @@ class Counters:
     dataplane_writes: int = 0
     rx_rate_limited: int = 0  # management/signaling over a rate limit (runtime/ratelimit.py)
     rx_node_errors: int = 0  # a received message whose handling raised (logged with its traceback)
+    tx_timestamp_timeouts: int = 0  # TX stamps not back within tx_timestamp_timeout while none came at all (FAULT)
+    tx_timestamps_lost: int = 0  # TX stamps not back in time while later ones did (queue overflow): counted only
+    port_reopens: int = 0  # transports opened again when their port left FAULTY (fault_reset_interval)
     tx_dropped: int = 0  # sends lost without a FAULT: a unicast peer unreachable, or a full socket buffer
 
 
@@ -135,7 +139,11 @@ class Runtime:
         monotonic_ns: Callable[[], int] = time.monotonic_ns,
         on_action: Callable[[Action], None] | None = None,
         rate_limits: MessageRateLimits | None = None,
+        tx_timestamp_timeout_ms: int | None = None,
     ) -> None:
+        """``tx_timestamp_timeout_ms``: ptp4l's tx_timestamp_timeout (ms) - a TX stamp not back in
+        that time FAULTs the port (see ``check_tx_timestamps``); None or 0: no check. The caller
+        passes the configured value (``ClockConfig.tx_timestamp_timeout``)."""
         self.node = node
         self.ports = dict(ports)
         self.clock = clock
@@ -158,6 +166,14 @@ class Runtime:
         self._summaries: dict[int, _Summary] = {}
         self._open: set[int] = set()
         self._stopped = asyncio.Event()
+        tx_timestamp_timeout_ms = tx_timestamp_timeout_ms or 0
+        if tx_timestamp_timeout_ms < 0:
+            raise ValueError(f"tx_timestamp_timeout must be >= 0 ms, got {tx_timestamp_timeout_ms}")
+        self.tx_timestamp_timeout_ns = tx_timestamp_timeout_ms * 1_000_000
+        # (deadline_ns, sent_ns, port, transport key) of every event send the core waits a stamp for
+        self._tx_deadlines: collections.deque[tuple[int, int, int, int]] = collections.deque()
+        self._last_stamp_ns: dict[int, int] = {}  # port -> monotonic time the latest TX stamp came back
+        self._lost_logged_s: int | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------
     def port_name(self, port: int) -> str:
@@ -221,6 +237,7 @@ class Runtime:
                     self.counters.tx_timestamps_unmatched += 1
                     continue
                 self.counters.tx_timestamps += 1
+                self._last_stamp_ns[port] = now
                 self._execute(self.node.handle_tx_timestamp(core_token, self.clock.from_system_ns(ev.tx_ts_ns), now))
             elif isinstance(ev, Received):
                 self._received(port, ev, now)
@@ -260,13 +277,66 @@ class Runtime:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_deadline_ns = None
+        self.check_tx_timestamps(self.monotonic_ns())
         self._execute(self.node.handle_timer(self.monotonic_ns()))
         self._reschedule()
+
+    def check_tx_timestamps(self, now_ns: int) -> None:
+        """tx_timestamp_timeout (ptp4l: "timed out while polling for tx timestamp" -> FAULT).
+
+        A TX stamp the core waits for that is not back ``tx_timestamp_timeout`` after the send: the
+        port's sockets are read first (the loop may simply not have run), then, if it is still
+        missing and no other stamp came back on that port since the send, time-stamping is broken:
+        FAULT on that port (it clears after fault_reset_interval). If later stamps did come back, this
+        one was lost in a full error queue (a unicast server's Sync burst): counted, not a FAULT."""
+        q = self._tx_deadlines
+        while q and q[0][0] <= now_ns:
+            _deadline, sent_ns, port, key = q.popleft()
+            if (port, key) not in self._tokens:
+                continue  # stamped (or forgotten)
+            if port in self._open:
+                for fd in self.ports[port].fds():
+                    self._readable(port, fd)  # also handles any message waiting there
+            if self._tokens.pop((port, key), None) is None:
+                continue
+            if self._last_stamp_ns.get(port, -1) >= sent_ns:
+                self.counters.tx_timestamps_lost += 1
+                now_s = now_ns // 1_000_000_000
+                if now_s != self._lost_logged_s:
+                    self._lost_logged_s = now_s
+                    log.warning("%s: a tx timestamp did not come back (later ones did; %d lost so far)",
+                                self.port_name(port), self.counters.tx_timestamps_lost)
+                continue
+            self.counters.tx_timestamp_timeouts += 1
+            log.error("%s: timed out while polling for tx timestamp", self.port_name(port))
+            log.error("increasing tx_timestamp_timeout may correct this issue, but it is likely caused by a driver bug")
+            # the port's other pending stamps are void with it
+            for k in [k for k in self._tokens if k[0] == port]:
+                del self._tokens[k]
+            self._fault(port, "tx timestamp timeout")
+
+    def _reopen(self, port: int) -> None:
+        """The port left FAULTY (fault_reset_interval): open its transport again (ptp4l
+        port_initialize), or FAULT it again if that fails."""
+        if port == UDS_PORT or port in self._open or port not in self.ports or self._loop is None:
+            return
+        transport = self.ports[port]
+        try:
+            transport.open()
+        except TransportError as exc:
+            self._fault(port, str(exc))
+            return
+        self._open.add(port)
+        self.counters.port_reopens += 1
+        for fd in transport.fds():
+            self._loop.add_reader(fd, self._readable, port, fd)
 
     def _reschedule(self) -> None:
         if self._loop is None:
             return
         deadline = self.node.next_deadline_ns()
+        if self._tx_deadlines and (deadline is None or self._tx_deadlines[0][0] < deadline):
+            deadline = self._tx_deadlines[0][0]
         if deadline == self._timer_deadline_ns and self._timer is not None:
             return
         if self._timer is not None:
@@ -330,6 +400,8 @@ class Runtime:
         elif isinstance(action, StateChanged):
             self.port_states[action.port] = action.new.name
             log.info("%s: %s to %s on %s", self.port_name(action.port), action.old.name, action.new.name, action.event)
+            if action.old is PortState.FAULTY and action.new not in (PortState.FAULTY, PortState.DISABLED):
+                self._reopen(action.port)
             return None
         elif isinstance(action, ParentChanged):
             log.info("%s", action)
@@ -381,6 +453,9 @@ class Runtime:
             key = (action.port, token)
             self._tokens[key] = action.tx_token
             self._token_order.append(key)
+            if self.tx_timestamp_timeout_ns:
+                sent = self.monotonic_ns()
+                self._tx_deadlines.append((sent + self.tx_timestamp_timeout_ns, sent, action.port, token))
             # stamps that never came; a unicast server may have thousands of Syncs in flight per burst
             while len(self._token_order) > MAX_PENDING_TX_TOKENS:
                 self._tokens.pop(self._token_order.popleft(), None)
