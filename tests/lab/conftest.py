@@ -1,8 +1,10 @@
 """Shared lab fixtures: ``make_lab("line-1", shaping=..., mode=...)`` builds a netns lab that is
 always torn down (also when the test fails); every lab of the test is removed at its end.
 
-For tests that open transports in this process: ``veth_netns_pair`` (two namespaces joined by a
-veth pair, removed at exit) and ``in_netns`` (this thread inside a namespace for a ``with`` block).
+For tests that run the daemon: ``PTP_SWITCH`` (the console script), ``SWITCH_COMMON`` and
+``switch_config_text`` (its config file). For tests that open transports in this process:
+``veth_netns_pair`` (two namespaces joined by a veth pair, removed at exit) and ``in_netns`` (this
+thread inside a namespace for a ``with`` block).
 Import them with ``from tests.lab.conftest import ...``."""
 
 from __future__ import annotations
@@ -11,14 +13,17 @@ import contextlib
 import ctypes
 import os
 import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from topologies import catalog
+from topologies import ptp4l as p4
 from topologies.model import Topology
 from topologies.netns import Lab
 
@@ -102,3 +107,16 @@ def _wait_ipv6_ready(*names: str, timeout_s: float = 5.0) -> None:
         if all("scope link" in o and "tentative" not in o for o in outs):
             return
         time.sleep(0.1)
+
+
+# --- ptp-switch daemons in lab tests -----------------------------------------------------------
+PTP_SWITCH = str(Path(sys.executable).with_name("ptp-switch"))
+# the lab's ptp4l options (ANCHORS appendix A, topologies.ptp4l.COMMON) minus free_running and
+# freq_est_interval: the daemon steers its own virtual clock
+SWITCH_COMMON = {k: v for k, v in p4.COMMON.items() if k not in ("free_running", "freq_est_interval")}
+
+
+def switch_config_text(uds_address: str, options: Mapping[str, Any] | None = None) -> str:
+    """A ptp-switch config: ``[global]`` with SWITCH_COMMON, then ``options`` (in order), then uds_address."""
+    opts = {**SWITCH_COMMON, **(options or {})}
+    return "[global]\n" + "".join(f"{k}\t\t{v}\n" for k, v in opts.items()) + f"uds_address\t\t{uds_address}\n"

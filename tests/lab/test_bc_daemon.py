@@ -14,7 +14,6 @@ import math
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -23,13 +22,12 @@ import pytest
 
 from topologies import ptp4l as p4
 from topologies.netns import Lab
+from tests.lab.conftest import PTP_SWITCH, switch_config_text
 
 pytest.importorskip("controlplane.core.clock", reason="the core's clock (controlplane.core.clock) has not landed")
 if shutil.which("ptp4l") is None or shutil.which("pmc") is None:  # pragma: no cover - setup installs linuxptp
     pytest.skip("linuxptp (ptp4l, pmc) not installed; run make setup", allow_module_level=True)
 
-PTP_SWITCH = str(Path(sys.executable).with_name("ptp-switch"))
-SWITCH_COMMON = {k: v for k, v in p4.COMMON.items() if k not in ("free_running", "freq_est_interval")}
 # ptp4l's hardware-timestamping PI gains (the software ones wait 37 s before the first estimate at 8 Hz)
 FAST_SERVO = {"pi_proportional_scale": "0.7", "pi_integral_scale": "0.3"}
 
@@ -37,8 +35,7 @@ FAST_SERVO = {"pi_proportional_scale": "0.7", "pi_integral_scale": "0.3"}
 def start_switch(lab: Lab, node: str, options: dict[str, str], args: list[str], tag: str = "sw") -> tuple[subprocess.Popen[Any], Path, str]:
     uds = lab.uds_path(node, tag)
     cfg = lab.workdir / f"{tag}-{node}.cfg"
-    cfg.write_text("[global]\n" + "".join(f"{k}\t\t{v}\n" for k, v in {**SWITCH_COMMON, **options}.items())
-                   + f"uds_address\t\t{uds}\n")
+    cfg.write_text(switch_config_text(uds, options))
     log = lab.workdir / f"{tag}-{node}.log"
     argv = [PTP_SWITCH, "run", "-m", "-f", str(cfg), *args]
     for i in lab.topology.ports(node):

@@ -27,13 +27,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from topologies import ptp4l as p4
+from tests.lab.conftest import PTP_SWITCH, switch_config_text
 
 pytest.importorskip("controlplane.core.clock", reason="the core's clock has not landed")
 pytest.importorskip("bcc", reason="the eBPF dataplane needs BCC")
@@ -42,8 +42,6 @@ if shutil.which("ptp4l") is None:  # pragma: no cover - setup installs linuxptp
 
 pytestmark = [pytest.mark.slow]
 
-PTP_SWITCH = str(Path(sys.executable).with_name("ptp-switch"))
-SWITCH_COMMON = {k: v for k, v in p4.COMMON.items() if k not in ("free_running", "freq_est_interval")}
 OUT = Path("/tmp/ptp-switch-faults.json")
 STEADY_MAX_NS = 100_000        # generous: ANCHORS' TC rms is ~1-3 us; shared 2-vCPU machine
 LOSS_PCT = 30
@@ -127,8 +125,7 @@ def test_faults_gm_daemon_link_loss(make_lab):
     lab = make_lab("line-1")                 # gm -- sw1 [p1 br0 p2] -- sl
     uds = lab.uds_path("sw1", "sw")
     cfg = lab.workdir / "sw1.cfg"
-    cfg.write_text("[global]\n" + "".join(f"{k}\t\t{v}\n" for k, v in SWITCH_COMMON.items())
-                   + f"priority1\t\t254\nuds_address\t\t{uds}\n")
+    cfg.write_text(switch_config_text(uds, {"priority1": 254}))
     slog = lab.workdir / "sw1.log"
     gm = p4.start_ptp4l(lab, "gm", "gm", transport="-4")
     switch = _start_switch(lab, cfg, slog)

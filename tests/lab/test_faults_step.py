@@ -22,18 +22,17 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from topologies import ptp4l as p4
+from tests.lab.conftest import PTP_SWITCH
 
 if shutil.which("ptp4l") is None:  # pragma: no cover - setup installs linuxptp
     pytest.skip("linuxptp not installed; run make setup", allow_module_level=True)
 
-PTP_SWITCH = str(Path(sys.executable).with_name("ptp-switch"))
 OUT = Path("/tmp/ptp-switch-faults-step.json")
 STEP_NS = 1_000_000
 SW_LINE = re.compile(r"ptp-switch\[(\d+\.\d+)\]: (.*)$")

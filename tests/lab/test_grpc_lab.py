@@ -35,6 +35,7 @@ import pytest
 from controlplane.services import grpc_server as G
 from topologies import ptp4l as p4
 from topologies.netns import Lab
+from tests.lab.conftest import PTP_SWITCH
 
 pytest.importorskip("controlplane.core.clock", reason="the core's clock has not landed")
 for _tool in ("ptp4l", "tshark"):
@@ -43,7 +44,6 @@ for _tool in ("ptp4l", "tshark"):
 
 pb2 = G.pb2
 PYTHON = sys.executable
-PTP_SWITCH = str(Path(sys.executable).with_name("ptp-switch"))
 FAST = {"logSyncInterval": "-3", "logMinDelayReqInterval": "-3", "logMinPdelayReqInterval": "-3",
         "logAnnounceInterval": "-2", "announceReceiptTimeout": "3", "tx_timestamp_timeout": "50"}
 

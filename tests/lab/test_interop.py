@@ -20,7 +20,6 @@ import math
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -29,16 +28,14 @@ import pytest
 
 from topologies import ptp4l as p4
 from topologies.netns import Lab
+from tests.lab.conftest import PTP_SWITCH, switch_config_text
 
 pytest.importorskip("controlplane.core.clock", reason="the core's clock (controlplane.core.clock) has not landed")
 if shutil.which("ptp4l") is None or shutil.which("pmc") is None:  # pragma: no cover - setup installs linuxptp
     pytest.skip("linuxptp (ptp4l, pmc) not installed; run make setup", allow_module_level=True)
 
-PTP_SWITCH = str(Path(sys.executable).with_name("ptp-switch"))
 TRANSPORTS = [pytest.param("-4", id="UDPv4"), pytest.param("-2", id="L2"), pytest.param("-6", id="UDPv6")]
 
-# ptp4l's lab options (ANCHORS appendix A) minus free_running: the daemon steers its virtual clock
-SWITCH_COMMON = {k: v for k, v in p4.COMMON.items() if k not in ("free_running", "freq_est_interval")}
 # ptp4l's hardware-timestamping PI gains: with the software scales (kp 0.1, ki 0.001) pi.c waits
 # 0.016/ki = 37 s at logSyncInterval -3 before its first frequency estimate (measured: ~55 s to lock)
 FAST_SERVO = {"pi_proportional_scale": "0.7", "pi_integral_scale": "0.3"}
@@ -52,8 +49,7 @@ def start_switch(lab: Lab, node: str, options: dict[str, str], args: list[str], 
     """``ptp-switch run`` in ``node`` (tracked by the lab); returns (process, log path, UDS path)."""
     uds = lab.uds_path(node, tag)
     cfg = lab.workdir / f"{tag}-{node}.cfg"
-    cfg.write_text("[global]\n" + "".join(f"{k}\t\t{v}\n" for k, v in {**SWITCH_COMMON, **options}.items())
-                   + f"uds_address\t\t{uds}\n")
+    cfg.write_text(switch_config_text(uds, options))
     log = lab.workdir / f"{tag}-{node}.log"
     argv = [PTP_SWITCH, "run", "-m", "-f", str(cfg), *args]
     for i in interfaces or list(lab.topology.ports(node)):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -19,13 +18,12 @@ import pytest
 
 from topologies import ptp4l as p4
 from topologies.netns import Lab
+from tests.lab.conftest import PTP_SWITCH, switch_config_text
 
 pytest.importorskip("controlplane.core.clock", reason="the core's clock (controlplane.core.clock) has not landed")
 if shutil.which("ptp4l") is None or shutil.which("tshark") is None:  # pragma: no cover - setup installs them
     pytest.skip("linuxptp or tshark not installed; run make setup", allow_module_level=True)
 
-PTP_SWITCH = str(Path(sys.executable).with_name("ptp-switch"))
-SWITCH_COMMON = {k: v for k, v in p4.COMMON.items() if k not in ("free_running", "freq_est_interval")}
 E2E_TYPES = {"Announce", "Sync", "Follow_Up", "Delay_Req", "Delay_Resp", "Management"}
 P2P_TYPES = {"Announce", "Sync", "Follow_Up", "Pdelay_Req", "Pdelay_Resp", "Pdelay_Resp_Follow_Up", "Management"}
 # tshark's ptp.v2.messagetype values
@@ -52,8 +50,7 @@ def test_tshark_decodes_everything_the_daemon_sends(make_lab: Callable[..., Lab]
     p4.start_ptp4l(lab, "gm", "gm", transport=transport, overrides=ov)
     uds = lab.uds_path("sw1", "sw")
     cfg = lab.workdir / "sw1.cfg"
-    cfg.write_text("[global]\n" + "".join(f"{k}\t\t{v}\n" for k, v in SWITCH_COMMON.items())
-                   + f"delay_mechanism\t\t{delay}\nuds_address\t\t{uds}\n")
+    cfg.write_text(switch_config_text(uds, {"delay_mechanism": delay}))
     log = lab.workdir / "sw1.log"
     caps = [p4.start_tshark(lab, "sw1", ifname, duration_s=16) for ifname in ("p1", "p2")]
     time.sleep(2)  # dumpcap running before the first frame

@@ -13,15 +13,14 @@ from __future__ import annotations
 import math
 import shutil
 import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Callable
 
 import pytest
 
 from topologies import ptp4l as p4
 from topologies.netns import Lab
+from tests.lab.conftest import PTP_SWITCH, switch_config_text
 
 pytest.importorskip("controlplane.core.clock", reason="the core's clock (controlplane.core.clock) has not landed")
 pytest.importorskip("bcc", reason="the eBPF dataplane needs BCC")
@@ -29,9 +28,6 @@ if shutil.which("ptp4l") is None:  # pragma: no cover - setup installs linuxptp
     pytest.skip("linuxptp not installed; run make setup", allow_module_level=True)
 
 pytestmark = [pytest.mark.slow]
-
-PTP_SWITCH = str(Path(sys.executable).with_name("ptp-switch"))
-SWITCH_COMMON = {k: v for k, v in p4.COMMON.items() if k not in ("free_running", "freq_est_interval")}
 
 
 @pytest.mark.parametrize("mode,transport", [
@@ -49,8 +45,7 @@ def test_ptp4l_gm_through_ptp_switch_tc_to_ptp4l_slave(make_lab: Callable[..., L
     p4.start_ptp4l(lab, "gm", "gm", transport=transport, overrides=ov)
     uds = lab.uds_path("sw1", "sw")
     cfg = lab.workdir / "sw1.cfg"
-    cfg.write_text("[global]\n" + "".join(f"{k}\t\t{v}\n" for k, v in SWITCH_COMMON.items())
-                   + f"priority1\t\t254\ndelay_mechanism\t\t{delay}\nuds_address\t\t{uds}\n")
+    cfg.write_text(switch_config_text(uds, {"priority1": 254, "delay_mechanism": delay}))
     log = lab.workdir / "sw1.log"
     lab.popen("sw1", [PTP_SWITCH, "run", "-m", "-f", str(cfg), transport, "--clock-type", mode, "-i", "p1", "-i", "p2"],
               stdout=log.open("w"), stderr=subprocess.STDOUT)

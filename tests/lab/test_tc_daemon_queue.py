@@ -19,7 +19,6 @@ import math
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -29,6 +28,7 @@ import pytest
 from topologies import catalog
 from topologies import ptp4l as p4
 from topologies.netns import Lab
+from tests.lab.conftest import PTP_SWITCH, switch_config_text
 
 pytest.importorskip("controlplane.core.clock", reason="the core's clock (controlplane.core.clock) has not landed")
 pytest.importorskip("bcc", reason="the eBPF dataplane needs BCC")
@@ -37,8 +37,6 @@ if shutil.which("ptp4l") is None or shutil.which("pmc") is None:  # pragma: no c
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
-PTP_SWITCH = str(Path(sys.executable).with_name("ptp-switch"))
-SWITCH_COMMON = {k: v for k, v in p4.COMMON.items() if k not in ("free_running", "freq_est_interval")}
 TOPOLOGY = "gm sw1 >i sl"
 P2P = {"delay_mechanism": "P2P"}
 RUN_S = 26
@@ -48,8 +46,7 @@ WARMUP_S = 6
 def _start_switch(lab: Lab) -> tuple[subprocess.Popen, Path, str]:
     uds = lab.uds_path("sw1", "sw")
     cfg = lab.workdir / "sw1.cfg"
-    cfg.write_text("[global]\n" + "".join(f"{k}\t\t{v}\n" for k, v in SWITCH_COMMON.items())
-                   + f"priority1\t\t254\ndelay_mechanism\t\tP2P\nuds_address\t\t{uds}\n")
+    cfg.write_text(switch_config_text(uds, {"priority1": 254, "delay_mechanism": "P2P"}))
     log = lab.workdir / "sw1.log"
     argv = [PTP_SWITCH, "run", "-m", "-f", str(cfg), "-4", "--clock-type", "P2P_TC"]
     for port in lab.switch_ports("sw1"):
