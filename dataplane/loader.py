@@ -130,6 +130,14 @@ def bpf_source() -> str:
     return "".join(_inline_source(f, seen) for f in UNIT_FILES)
 
 
+def build_id() -> int:
+    """64-bit hash of the dataplane's C sources as compiled (all includes inlined): stored in global_cfg
+    at load, compared by :meth:`Dataplane.adopt`."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(bpf_source().encode()).digest()[:8], "little")
+
+
 def compile_module(defines: dict[str, int] | None = None):  # -> bcc.BPF
     """Compile the dataplane with BCC and load its programs; returns (bpf, {prog name: fd}).
     ``defines`` adds -D flags (bench/dataplane.py's PTP_BENCH_STAGE cut-offs; never in production)."""
@@ -282,6 +290,7 @@ class Dataplane:
             return
         self._bpf, self.prog_fds = compile_module()
         self.maps = DataplaneMaps({name: self._bpf[name.encode()].map_fd for name in MAP_TYPES})
+        self.maps.build_id = build_id()
         self.maps.set_global(self.global_config())
 
     def attach(self) -> "Dataplane":
@@ -440,6 +449,14 @@ class Dataplane:
             for fd in [*fds.values(), *prog_fds.values()]:
                 os.close(fd)
             raise DataplaneError(f"dataplane found but its maps are incomplete: {exc}") from exc
+        mine, theirs = build_id(), maps.get_build_id()
+        if theirs != mine:
+            maps.close()
+            for fd in prog_fds.values():
+                os.close(fd)
+            raise DataplaneError(f"the dataplane attached on {', '.join(ifaces)} is another build "
+                                 f"({theirs:016x}, these sources: {mine:016x}): attach a fresh one to replace it")
+        maps.build_id = mine
         g = maps.get_global()
         cfgs = {name: maps.get_port(idx) for name, idx in indexes.items()}
         if any(c is None for c in cfgs.values()):
@@ -730,17 +747,9 @@ class AttachedDataplane:
             raise DataplaneError(f"these interfaces belong to different dataplane instances: {prog_ids}")
         pfd = libbpf.prog_fd_by_id(next(iter(prog_ids.values())))
         try:
-            map_ids = libbpf.prog_map_ids(pfd)
+            fds = _maps_of_prog(pfd)
         finally:
             os.close(pfd)
-        fds = {}
-        for mid in map_ids:
-            fd, name = libbpf.map_fd_by_id(mid)
-            match = [m for m in MAP_TYPES if m[:15] == name]
-            if match and match[0] not in fds:
-                fds[match[0]] = fd
-            else:
-                os.close(fd)
         try:
             maps = DataplaneMaps(fds, own_fds=True)
         except ValueError as exc:

@@ -152,7 +152,8 @@ class PtpPortCfg(ctypes.Structure):
 
 class PtpGlobalCfg(ctypes.Structure):
     _fields_ = [("flags", ctypes.c_uint32), ("domain", ctypes.c_uint32), ("stale_age_ns", ctypes.c_uint64),
-                ("egress_priority", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("rt_minus_mono_ns", ctypes.c_int64)]
+                ("egress_priority", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("rt_minus_mono_ns", ctypes.c_int64),
+                ("build_id", ctypes.c_uint64)]
 
 
 class PtpCounters(ctypes.Structure):
@@ -169,7 +170,7 @@ MAP_TYPES: dict[str, tuple[type, type]] = {
 }
 PERCPU_MAPS = {"counters"}
 EXPECTED_SIZES = {PtpKey: 16, PtpStamp: 32, PtpTwostepKey: 24, PtpTwostepVal: 48, PtpPortCfg: 40,
-                  PtpGlobalCfg: 32, PtpCounters: 8 * 17}
+                  PtpGlobalCfg: 40, PtpCounters: 8 * 17}
 
 
 class LayoutMismatch(RuntimeError):
@@ -322,8 +323,18 @@ class DataplaneMaps:
         if 0 < ifindex < MAX_IFINDEX:
             libbpf.map_update(self.fds["port_cfg"], ctypes.c_uint32(ifindex), PtpPortCfg())
 
+    build_id: int | None = None   # set by the loader that compiled the programs; else the stored one is kept
+
     def set_global(self, cfg: GlobalConfig) -> None:
-        libbpf.map_update(self.fds["global_cfg"], ctypes.c_uint32(0), cfg.to_c())
+        c = cfg.to_c()
+        c.build_id = self.build_id if self.build_id is not None else self.get_build_id()
+        libbpf.map_update(self.fds["global_cfg"], ctypes.c_uint32(0), c)
+
+    def get_build_id(self) -> int:
+        """Hash of the C sources of the programs using these maps (0: written by an older build)."""
+        c = PtpGlobalCfg()
+        libbpf.map_lookup(self.fds["global_cfg"], ctypes.c_uint32(0), c)
+        return c.build_id
 
     def get_global(self) -> GlobalConfig:
         c = PtpGlobalCfg()

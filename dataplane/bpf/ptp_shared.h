@@ -108,8 +108,10 @@ struct ptp_global_cfg {
 	__u32 pad;
 	__s64 rt_minus_mono_ns; /* CLOCK_REALTIME - CLOCK_MONOTONIC when written (0 = unknown): converts
 				 * skb->tstamp (the stack's RX stamp, realtime) for tc_ingress */
+	__u64 build_id;         /* user space only: hash of the C sources that built the programs
+				 * (Dataplane.adopt refuses a dataplane of another build) */
 };
-_Static_assert(sizeof(struct ptp_global_cfg) == 32, "ptp_global_cfg size");
+_Static_assert(sizeof(struct ptp_global_cfg) == 40, "ptp_global_cfg size");
 
 struct ptp_counters {
 	__u64 v[PTP_NCOUNTERS];

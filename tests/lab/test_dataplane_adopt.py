@@ -51,6 +51,11 @@ def test_sigkilled_owner_then_adopt(make_lab):
         assert len(samples) >= 70 and all(s.added_ns > 0 for s in samples)
         assert dp.stats()[ports[1]]["SYNC"]["corrected"] >= before + 35
         dp.set_port(ports[0], rate_ratio=1.0)               # typed writes work on adopted maps
+        # a dataplane built from other sources is refused (the daemon then attaches a fresh one)
+        dp.maps.build_id = 0x1234
+        dp.maps.set_global(dp.maps.get_global())
+        with pytest.raises(DataplaneError, match="another build"):
+            lab.in_node("sw1", lambda: Dataplane.adopt(ports, pin=False))
     finally:
         lab.in_node("sw1", dp.detach)
     assert not pins.exists(), "detach left the pin directory"
@@ -85,11 +90,11 @@ def test_attach_twice_replaces_never_stacks(make_lab):
         return lab.in_node("sw1", q)
 
     for _ in range(2):
-        res = lab.run("sw1", cli + ["attach", "--mode", "e2e", *ifs], timeout=120)
+        res = lab.run("sw1", cli + ["attach", "--mode", "e2e", "--ingress-hook", "xdp", *ifs], timeout=120)
         assert res.returncode == 0, res.stderr[-500:]
         assert "egress tcx" in res.stdout, res.stdout
     assert ours() == {p: ["tc_egress", "xdp_ingress"] for p in ports}
-    res = lab.run("sw1", cli + ["attach", "--mode", "e2e", "--ingress-hook", "tc", *ifs], timeout=120)
+    res = lab.run("sw1", cli + ["attach", "--mode", "e2e", *ifs], timeout=120)   # auto: tc on veth
     assert res.returncode == 0, res.stderr[-500:]
     assert ours() == {p: ["tc_egress", "tc_ingress"] for p in ports}, "switching hooks must remove the XDP program"
     ino = os.stat(f"/run/netns/{lab.ns('sw1')}").st_ino
