@@ -602,6 +602,119 @@ class ClockDescription:
         return cls(ctype, plp, paddr, proto, manu, res, texts[0], texts[1], texts[2], prof, value[pos:])
 
 
+# --- linuxptp implementation-specific IDs ("_NP", 0xC000...; linuxptp tlv.h) -----------------------
+
+
+@_data
+@dataclass(frozen=True, slots=True)
+class TimeStatusNp:
+    """TIME_STATUS_NP (linuxptp 0xC000, struct time_status_np, 50 octets): the slave's last
+    offset and Sync ingress time (ns), cumulativeScaledRateOffset ((rateRatio - 1) * 2^41),
+    scaledLastGmPhaseChange, gmTimeBaseIndicator, lastGmPhaseChange (ScaledNs, 96 bits),
+    gmPresent (Integer32, 1 when the grandmaster is another clock) and gmIdentity."""
+
+    MANAGEMENT_ID: ClassVar = ManagementId.TIME_STATUS_NP
+    master_offset_ns: int = 0
+    ingress_time_ns: int = 0
+    cumulative_scaled_rate_offset: int = 0
+    scaled_last_gm_phase_change: int = 0
+    gm_time_base_indicator: int = 0
+    last_gm_phase_change_scaled_ns: int = 0  # ScaledNs: signed 96-bit ns * 2^16
+    gm_present: int = 0
+    gm_identity: bytes = bytes(8)
+    pad: bytes | None = None
+
+    def value_bytes(self) -> bytes:
+        check_int("master_offset_ns", self.master_offset_ns, 64)
+        check_int("ingress_time_ns", self.ingress_time_ns, 64)
+        check_int("cumulative_scaled_rate_offset", self.cumulative_scaled_rate_offset, 32)
+        check_int("scaled_last_gm_phase_change", self.scaled_last_gm_phase_change, 32)
+        check_uint("gm_time_base_indicator", self.gm_time_base_indicator, 16)
+        check_int("last_gm_phase_change_scaled_ns", self.last_gm_phase_change_scaled_ns, 96)
+        check_int("gm_present", self.gm_present, 32)
+        if len(self.gm_identity) != 8:
+            raise EncodeError("gm_identity is 8 octets")
+        body = (struct.pack("!qqiiH", self.master_offset_ns, self.ingress_time_ns, self.cumulative_scaled_rate_offset,
+                            self.scaled_last_gm_phase_change, self.gm_time_base_indicator)
+                + (self.last_gm_phase_change_scaled_ns & ((1 << 96) - 1)).to_bytes(12, "big")
+                + struct.pack("!i", self.gm_present) + bytes(self.gm_identity))
+        return body + even_pad(self.pad, len(body))
+
+    @classmethod
+    def unpack(cls, value: bytes) -> TimeStatusNp:
+        if len(value) < 50:
+            raise _short("TIME_STATUS_NP", 50, len(value))
+        mo, it, csro, slgpc, tbi = struct.unpack_from("!qqiiH", value)
+        lgpc = int.from_bytes(value[26:38], "big", signed=True)
+        (gp,) = struct.unpack_from("!i", value, 38)
+        return cls(mo, it, csro, slgpc, tbi, lgpc, gp, bytes(value[42:50]), value[50:])
+
+
+@_data
+@dataclass(frozen=True, slots=True)
+class GrandmasterSettingsNp:
+    """GRANDMASTER_SETTINGS_NP (linuxptp 0xC001): clockQuality, utc_offset, time_flags (the
+    Announce flag bits of octet 1: leap61 0x01, leap59 0x02, UTC valid 0x04, PTP timescale 0x08,
+    time traceable 0x10, frequency traceable 0x20), time_source."""
+
+    MANAGEMENT_ID: ClassVar = ManagementId.GRANDMASTER_SETTINGS_NP
+    clock_quality: ClockQuality = field(default_factory=ClockQuality)
+    utc_offset: int = 0
+    time_flags: int = 0
+    time_source: int = 0xA0
+    pad: bytes | None = None
+
+    def value_bytes(self) -> bytes:
+        check_int("utc_offset", self.utc_offset, 16)
+        check_uint("time_flags", self.time_flags, 8)
+        check_uint("time_source", int(self.time_source), 8)
+        body = self.clock_quality.pack() + struct.pack("!hBB", self.utc_offset, self.time_flags, int(self.time_source))
+        return body + even_pad(self.pad, len(body))
+
+    @classmethod
+    def unpack(cls, value: bytes) -> GrandmasterSettingsNp:
+        if len(value) < 8:
+            raise _short("GRANDMASTER_SETTINGS_NP", 8, len(value))
+        utc, flags, src = struct.unpack_from("!hBB", value, 4)
+        return cls(unpack_clock_quality(value, 0), utc, flags, src, value[8:])
+
+
+class NpTimestamping:
+    """linuxptp's enum timestamp_type (PORT_PROPERTIES_NP.timestamping)."""
+
+    SOFTWARE = 0
+    HARDWARE = 1
+    LEGACY_HW = 2
+    ONESTEP = 3
+    P2P1STEP = 4
+
+
+@_data
+@dataclass(frozen=True, slots=True)
+class PortPropertiesNp:
+    """PORT_PROPERTIES_NP (linuxptp 0xC004): portIdentity, port_state, timestamping, interface."""
+
+    MANAGEMENT_ID: ClassVar = ManagementId.PORT_PROPERTIES_NP
+    port_identity: PortIdentity = field(default_factory=PortIdentity)
+    port_state: int = 1
+    timestamping: int = NpTimestamping.SOFTWARE
+    interface: PTPText = field(default_factory=PTPText)
+    pad: bytes | None = None
+
+    def value_bytes(self) -> bytes:
+        check_uint("port_state", int(self.port_state), 8)
+        check_uint("timestamping", self.timestamping, 8)
+        body = self.port_identity.pack() + bytes([int(self.port_state), self.timestamping]) + self.interface.pack()
+        return body + even_pad(self.pad, len(body))
+
+    @classmethod
+    def unpack(cls, value: bytes) -> PortPropertiesNp:
+        if len(value) < 13:
+            raise _short("PORT_PROPERTIES_NP", 13, len(value))
+        text = unpack_ptp_text(value, 12)
+        return cls(unpack_port_identity(value, 0), value[10], value[11], text, value[12 + text.size:])
+
+
 # --- the TLVs -------------------------------------------------------------------------------------
 
 

@@ -115,6 +115,7 @@ class Clock:
         self.servo = make_servo(cfg)
         self.freq_ppb = 0.0
         self.servo_state = ServoState.UNLOCKED
+        self.last_sync_ingress_ns = 0
         self.path_trace: list[bytes] = []
         self.slave_port: int | None = None
         self._tokens: dict[int, tuple[int, tuple[object, ...]]] = {}
@@ -618,6 +619,7 @@ class Clock:
             return []
         offset = offset_from_master(t1, t2, c_ms_ns, mpd)
         self.current_ds.offset_from_master_ns = offset
+        self.last_sync_ingress_ns = t2  # TIME_STATUS_NP ingress_time (ptp4l c->ingress_ts)
         self.current_ds.mean_path_delay_ns = mpd
         if li != self._servo_log_interval:
             self.servo.sync_interval(2.0**li)

@@ -38,10 +38,12 @@ __all__ = ["CLOCK_IDS", "PORT_IDS", "forward", "handle"]
 MID = ManagementId
 CLOCK_IDS = {MID.NULL_MANAGEMENT, MID.DEFAULT_DATA_SET, MID.CURRENT_DATA_SET, MID.PARENT_DATA_SET,
              MID.TIME_PROPERTIES_DATA_SET, MID.PRIORITY1, MID.PRIORITY2, MID.DOMAIN, MID.SLAVE_ONLY,
-             MID.USER_DESCRIPTION, MID.TRANSPARENT_CLOCK_DEFAULT_DATA_SET}
+             MID.USER_DESCRIPTION, MID.TRANSPARENT_CLOCK_DEFAULT_DATA_SET, MID.TIME_STATUS_NP,
+             MID.GRANDMASTER_SETTINGS_NP}
+# CLOCK_DESCRIPTION is port-scoped, as in ptp4l (physical/protocol address are a port's)
 PORT_IDS = {MID.PORT_DATA_SET, MID.LOG_ANNOUNCE_INTERVAL, MID.ANNOUNCE_RECEIPT_TIMEOUT, MID.LOG_SYNC_INTERVAL,
             MID.DELAY_MECHANISM, MID.LOG_MIN_PDELAY_REQ_INTERVAL, MID.VERSION_NUMBER, MID.ENABLE_PORT,
-            MID.DISABLE_PORT, MID.TRANSPARENT_CLOCK_PORT_DATA_SET}
+            MID.DISABLE_PORT, MID.TRANSPARENT_CLOCK_PORT_DATA_SET, MID.CLOCK_DESCRIPTION, MID.PORT_PROPERTIES_NP}
 SETTABLE = {MID.PRIORITY1, MID.PRIORITY2, MID.USER_DESCRIPTION}
 COMMANDS = {MID.ENABLE_PORT, MID.DISABLE_PORT, MID.NULL_MANAGEMENT}
 
@@ -51,6 +53,33 @@ class _MgmtError(Exception):
         super().__init__(text)
         self.error = error
         self.text = text
+
+
+_CLOCK_TYPE_BITS = {"OC": 0x8000, "BC": 0x4000, "P2P_TC": 0x2000, "E2E_TC": 0x1000}  # 15.5.3.1.2.1
+_PROFILE_E2E = bytes.fromhex("001b19000100")  # default delay request-response profile (J.3)
+_PROFILE_P2P = bytes.fromhex("001b19000200")  # default peer-to-peer profile (J.4)
+_NETWORK_PROTOCOL = {"UDPv4": 1, "UDPv6": 2, "L2": 3}  # 7.4.1 networkProtocol
+_POW2_41 = 1 << 41
+
+
+def _time_status_np(clock: Any) -> Any:
+    """linuxptp clock.c TLV_TIME_STATUS_NP: the last offset and Sync ingress time, the neighbour
+    rate ratio as cumulativeScaledRateOffset ((ratio - 1) * 2^41; 1.0 for E2E), gmPresent when
+    the grandmaster is another clock."""
+    gm = bytes(clock.parent_ds.grandmaster_identity)
+    ratio = 1.0
+    sp = clock.slave_port
+    if sp is not None and clock.port(sp).p2p:
+        ratio = clock.port(sp).rate_ratio.ratio
+    csro = max(-(2**31), min(2**31 - 1, round((ratio - 1.0) * _POW2_41)))
+    return cm.TimeStatusNp(master_offset_ns=_clamp64(clock.current_ds.offset_from_master_ns),
+                           ingress_time_ns=_clamp64(getattr(clock, "last_sync_ingress_ns", 0)),
+                           cumulative_scaled_rate_offset=csro, gm_present=int(gm != bytes(clock.clock_identity)),
+                           gm_identity=gm)
+
+
+def _clamp64(v: int) -> int:
+    return max(-(2**63), min(2**63 - 1, int(v)))
 
 
 def _scaled(ns: int) -> int:
@@ -93,6 +122,16 @@ def _clock_data(clock: Any, mid: ManagementId) -> Any:
         return cm.SlaveOnly(d.slave_only)
     if mid is MID.USER_DESCRIPTION:
         return cm.UserDescription(PTPText.of(clock.user_description))
+    if mid is MID.TIME_STATUS_NP:
+        return _time_status_np(clock)
+    if mid is MID.GRANDMASTER_SETTINGS_NP:
+        # linuxptp: this clock's own settings for when it is grandmaster (clockQuality, UTC offset,
+        # the Announce time flags, timeSource)
+        t = clock._own_time_properties()
+        flags = (0x08 if t.ptp_timescale else 0) | (0x04 if t.current_utc_offset_valid else 0) \
+            | (0x10 if t.time_traceable else 0) | (0x20 if t.frequency_traceable else 0)
+        return cm.GrandmasterSettingsNp(clock_quality=d.clock_quality, utc_offset=t.current_utc_offset,
+                                        time_flags=flags, time_source=int(t.time_source))
     if mid is MID.TRANSPARENT_CLOCK_DEFAULT_DATA_SET:
         if not clock.is_tc:
             raise _MgmtError(ManagementErrorId.NOT_SUPPORTED, "not a transparent clock")
@@ -123,6 +162,22 @@ def _port_data(clock: Any, port: Any, mid: ManagementId) -> Any:
         return cm.LogMinPdelayReqInterval(ds.log_min_pdelay_req_interval)
     if mid is MID.VERSION_NUMBER:
         return cm.VersionNumber(ds.version_number)
+    if mid is MID.CLOCK_DESCRIPTION:
+        transport = str(getattr(port.cfg, "network_transport", "UDPv4"))
+        return cm.ClockDescription(
+            clock_type=_CLOCK_TYPE_BITS.get(str(clock.clock_type), 0x8000),
+            physical_layer_protocol=PTPText.of("IEEE 802.3"),
+            protocol_address=cm.PortAddress(_NETWORK_PROTOCOL.get(transport, 0xFFFE), b""),
+            product_description=PTPText.of(";ptp-switch;"), revision_data=PTPText.of(";;"),
+            user_description=PTPText.of(clock.user_description),
+            profile_identity=_PROFILE_P2P if port.p2p else _PROFILE_E2E)
+    if mid is MID.PORT_PROPERTIES_NP:
+        ts = str(getattr(clock.cfg, "time_stamping", "software"))
+        kind = {"hardware": cm.NpTimestamping.HARDWARE, "legacy": cm.NpTimestamping.LEGACY_HW}.get(ts, cm.NpTimestamping.SOFTWARE)
+        if kind == cm.NpTimestamping.HARDWARE and not clock.default_ds.two_step_flag:
+            kind = cm.NpTimestamping.ONESTEP
+        return cm.PortPropertiesNp(port_identity=ds.port_identity, port_state=int(ds.port_state), timestamping=kind,
+                                   interface=PTPText.of(port.name))
     if mid is MID.TRANSPARENT_CLOCK_PORT_DATA_SET:
         if not clock.is_tc:
             raise _MgmtError(ManagementErrorId.NOT_SUPPORTED, "not a transparent clock")
