@@ -15,6 +15,8 @@ residence   per-packet accuracy in the lab: gm -> sw1 (eBPF TC; an HTB serialize
             Per egress port: p50/p99 of |added - true| and of the residence itself. The flooded
             copies (sl: queued, sl2: not) must each carry their own residence (tests/lab use this too).
 
+budget      (not in the default set: --only budget) 3 eBPF TC hops with XDP vs tc ingress: slave rms and
+            mean path delay, per-switch residence error, per-link tap-to-tap delay both directions.
 oracle      the ptp4l oracle in the same run: ptp4l GM -> switch -> free-running ptp4l slave (the slave's
             offset is its error: one shared kernel clock): direct veth, plain bridge with the queues, and
             the eBPF TC with no queue / the queue inside / inside + congested egress port.
@@ -196,7 +198,7 @@ def _rx_packets(lab, node: str, ifname: str) -> int:
     return int(out.stdout.strip())
 
 
-MODES = {"bridge": None, "bridge+ebpf (xdp ingress: default)": "xdp", "bridge+ebpf (tc ingress)": "tc",
+MODES = {"bridge": None, "bridge+ebpf (xdp ingress)": "xdp", "bridge+ebpf (tc ingress: default on veth)": "tc",
          "bridge+empty XDP program (control)": "empty-xdp"}
 
 
@@ -499,6 +501,49 @@ def measure_oracle(duration_s: float = 26.0, cases: tuple = ORACLE_CASES) -> dic
     return {"oracle_duration_s": duration_s, "rows": rows}
 
 
+# -- per-link error budget at several hops ------------------------------------------------------
+BUDGET_HOOKS = ("xdp", "tc")
+
+
+def _q(vals: list[int], q: float) -> int | None:
+    v = sorted(vals)
+    return v[min(len(v) - 1, int(q * len(v)))] if v else None
+
+
+def measure_budget(duration_s: float = 15.0, hops: int = 3, hooks: tuple[str, ...] = BUDGET_HOOKS) -> dict[str, Any]:
+    """Where a multi-hop E2E TC's error comes from, per ingress hook: bench.scenarios_run.run_chain
+    (ptp4l GM -> ``hops`` eBPF TC switches, each with the queue inside -> free-running ptp4l slave, tcpdump
+    taps in every switch) gives the slave's rms and mean path delay, each switch's residence error
+    (Sync forward, Delay_Req back) and each link's tap-to-tap delay (Sync forward, Delay_Req back): the
+    links are time no switch corrects, so their asymmetry and jitter reach the slave."""
+    from bench.scenarios import ChainSpec, Impl
+    from bench.scenarios_run import run_chain
+
+    rows = []
+    for hook in hooks:
+        r = run_chain(ChainSpec(Impl.PTPS_E2E, hops=hops, slaves=1, ingress_hook=hook), duration_s)
+        base = {"section": "budget", "hook": hook, "hops": hops}
+        if r.error:
+            rows.append({**base, "error": r.error[:300]})
+            continue
+        for s in r.slaves:
+            stt = s.stats(r.skip_s)
+            mpd = s.mean_path_delay_ns(r.skip_s)
+            rows.append({**base, "part": f"slave {s.name}", "samples": stt.n if stt else 0,
+                         "rms_ns": round(stt.rms_ns) if stt else None,
+                         "mean_path_delay_ns": round(mpd) if mpd is not None else None})
+        for ld in r.links:
+            rows.append({**base, "part": f"link {ld.link}", "fwd_p50_ns": _q(ld.forward_ns, .5),
+                         "fwd_p99_ns": _q(ld.forward_ns, .99), "rev_p50_ns": _q(ld.reverse_ns, .5),
+                         "rev_p99_ns": _q(ld.reverse_ns, .99)})
+        for what, hs in (("Sync", r.hops), ("Delay_Req", r.reverse_hops)):
+            for h in hs:
+                e = list(h.error_ns)
+                rows.append({**base, "part": f"residence {h.switch} {what}", "error_p01_ns": _q(e, .01),
+                             "error_p50_ns": _q(e, .5), "error_p99_ns": _q(e, .99)})
+    return {"budget_duration_s": duration_s, "rows": rows}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.dataplane")
     ap.add_argument("--out", help="write JSON here (default stdout)")
@@ -509,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="cost,throughput,residence,oracle", help="comma-separated sections")
     args = ap.parse_args(argv)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
-    unknown = only - {"cost", "throughput", "residence", "oracle"}
+    unknown = only - {"cost", "throughput", "residence", "oracle", "budget"}
     if unknown:
         ap.error(f"unknown section(s): {sorted(unknown)}")
     quick = args.repeat < 100_000
@@ -530,6 +575,10 @@ def main(argv: list[str] | None = None) -> int:
         orc = measure_oracle(26 if not quick else 14)
         res["rows"] += orc.pop("rows")
         res.update(orc)
+    if "budget" in only:
+        bd = measure_budget(15 if not quick else 10)
+        res["rows"] += bd.pop("rows")
+        res.update(bd)
     text = json.dumps(res, indent=2)
     if args.out:
         with open(args.out, "w") as fh:

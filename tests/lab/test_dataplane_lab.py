@@ -98,8 +98,9 @@ def test_ebpf_tc_removes_switch_residence(make_lab, baseline, transport):
     print(f"{transport}: direct {baseline.line()}\neBPF TC {st.line()}\n{json.dumps(counters)[:600]}")
     assert st.samples >= 8, f"slave produced only {st.samples} samples"
     assert "two_step_matched" in json.dumps(counters)
-    # The 2x-of-direct goal is not met on this machine (README, Dataplane: the rest of the error lies
-    # outside the TC's stamps); the bound is far below the bridge's hundreds of us, generous in absolute.
+    # Since tc ingress back-dates its stamp to skb->tstamp (auto on veth), single runs here meet the
+    # 2x-of-direct goal (README, Dataplane); the bound stays generous in absolute for a noisy shared
+    # machine, still far below the bridge's hundreds of us.
     limit_ns = 30_000 if transport == "L2" else 8_000
     assert st.rms_ns <= max(2 * baseline.rms_ns, limit_ns), (st.rms_ns, baseline.rms_ns)
 
