@@ -48,7 +48,7 @@ from controlplane.core.actions import (
 )
 from controlplane.core.config import ClockConfig, ClockType, DatasetComparison, DelayMechanismOption, PortConfig
 from controlplane.core.datasets import CurrentDS, DefaultDS, ParentDS, TimePropertiesDS, TransparentClockDefaultDS
-from controlplane.core.delay import PeerDelayExchange, correction_ns, e2e_mean_path_delay, offset_from_master, p2p_mean_link_delay
+from controlplane.core.delay import GmRateRatioEstimator, PeerDelayExchange, correction_ns, e2e_mean_path_delay, offset_from_master, p2p_mean_link_delay
 from controlplane.core.fsm import Event, transition
 from controlplane.core.port import PendingSync, Port, TimerName, interval_ns
 from controlplane.core.servo import ServoState, make_servo
@@ -116,6 +116,12 @@ class Clock:
         self.freq_ppb = 0.0
         self.servo_state = ServoState.UNLOCKED
         self.last_sync_ingress_ns = 0
+        # TC syntonization: rate ratio to the grandmaster from the Syncs passing through (per source)
+        self.syntonize_tc = True
+        self._tc_rate: dict[PortIdentity, GmRateRatioEstimator] = {}
+        self._tc_pending: dict[PortIdentity, tuple[int, int, int]] = {}  # two-step Sync: source -> (seq, rx, c)
+        self._tc_source: PortIdentity | None = None
+        self._tc_programmed_ratio = 1.0
         self.path_trace: list[bytes] = []
         self.slave_port: int | None = None
         self._tokens: dict[int, tuple[int, tuple[object, ...]]] = {}
@@ -194,6 +200,8 @@ class Clock:
                 return self._on_pdelay_resp(port, msg, rx_ts_ns, now_ns)  # type: ignore[arg-type]
             return self._on_pdelay_resp_fup(port, msg, now_ns)
         if self.is_tc:
+            if self.syntonize_tc and isinstance(msg, (Sync, FollowUp)):
+                return self._tc_syntonize(msg, rx_ts_ns)
             return []  # the dataplane forwards (and corrects) everything else
         if isinstance(msg, Announce):
             return self._on_announce(port, msg, now_ns)
@@ -749,9 +757,59 @@ class Clock:
     # ------------------------------------------------------------------------------------------
     # helpers
     # ------------------------------------------------------------------------------------------
+    def tc_rate_ratio(self, port: Port) -> float:
+        """The residence-time rate ratio the dataplane applies for frames entering ``port``: the
+        grandmaster's rate over ours when the Syncs gave one (syntonized TC), else the port's
+        neighborRateRatio (P2P; 1.0 for an E2E port)."""
+        if self._tc_source is not None:
+            est = self._tc_rate.get(self._tc_source)
+            if est is not None and est.valid:
+                return est.ratio
+        return port.rate_ratio.ratio
+
     def _program_dataplane(self, port: Port, enabled: bool) -> ProgramDataplane:
         return ProgramDataplane(port.number, port.peer_mean_link_delay_ns or 0, port.ds.delay_asymmetry_ns,
-                                port.rate_ratio.ratio, enabled)
+                                self.tc_rate_ratio(port), enabled)
+
+    def _tc_syntonize(self, msg: object, rx_ts_ns: int | None) -> list[Action]:
+        """A Sync / Follow_Up seen by the TC: one (local rx, grandmaster time) point for the master
+        that sent it; when the ratio of the source we follow moves by more than 10 ppb, program
+        every active port with it. The source followed is the first one heard, until it has been
+        silent for 10 s of local time."""
+        h = msg.header  # type: ignore[attr-defined]
+        src = h.source_port_identity
+        c = correction_ns(h.correction_scaled_ns)
+        point: tuple[int, int] | None = None
+        if isinstance(msg, Sync):
+            if rx_ts_ns is None:
+                return []
+            if h.two_step:
+                self._tc_pending[src] = (h.sequence_id, rx_ts_ns, c)
+                if len(self._tc_pending) > 64:
+                    self._tc_pending.pop(next(iter(self._tc_pending)))
+            else:
+                point = (rx_ts_ns, msg.origin_timestamp.to_ns() + c)
+        else:
+            pend = self._tc_pending.get(src)
+            if pend is not None and pend[0] == h.sequence_id:
+                del self._tc_pending[src]
+                point = (pend[1], msg.precise_origin_timestamp.to_ns() + pend[2] + c)  # type: ignore[attr-defined]
+        if point is None:
+            return []
+        est = self._tc_rate.get(src)
+        if est is None:
+            if len(self._tc_rate) >= 16:
+                oldest = min(self._tc_rate, key=lambda k: self._tc_rate[k].last_local_ns or 0)
+                del self._tc_rate[oldest]
+            est = self._tc_rate[src] = GmRateRatioEstimator()
+        est.add(*point)
+        cur = self._tc_rate.get(self._tc_source) if self._tc_source is not None else None
+        if cur is None or cur.last_local_ns is None or point[0] - cur.last_local_ns > 10 * 1_000_000_000:
+            self._tc_source = src
+        if src != self._tc_source or not est.valid or abs(est.ratio - self._tc_programmed_ratio) <= 1e-8:
+            return []
+        self._tc_programmed_ratio = est.ratio
+        return [self._program_dataplane(p, enabled=True) for p in self.ports if p.state not in (PortState.FAULTY, PortState.DISABLED)]
 
     def _send(self, port: Port, msg: object, *, event: bool, dest: object = Dest.PRIMARY,
               token_info: tuple[object, ...] | None = None) -> SendMessage:

@@ -23,6 +23,7 @@ from collections import deque
 from dataclasses import dataclass
 
 __all__ = [
+    "GmRateRatioEstimator",
     "MovingMedian",
     "OutlierFilter",
     "PeerDelayExchange",
@@ -163,3 +164,55 @@ class RateRatioEstimator:
         self._points.clear()
         self.ratio = 1.0
         self.valid = False
+
+
+class GmRateRatioEstimator:
+    """Rate ratio of the grandmaster's time to the local clock, for a transparent clock's residence
+    (syntonization, 1588 10.2 / 11.5.2: residence is measured in the TC's time base and must be
+    expressed in the grandmaster's).
+
+    Points are (local ingress time of a Sync, the grandmaster time it carries: originTimestamp +
+    correctionField of Sync and Follow_Up); the path delay to the TC is constant, so the slope of
+    grandmaster time against local time is the ratio. Outlier-robust: the median of the slopes
+    between points half a window apart (one late Sync spoils at most two of them). Valid once the
+    points span ``min_span_ns``; a ratio beyond +-``max_ppm`` (a step of either clock) restarts.
+    """
+
+    def __init__(self, window: int = 32, min_span_ns: int = 2_000_000_000, max_ppm: float = 1_000.0) -> None:
+        if window < 4:
+            raise ValueError("window must hold at least 4 points")
+        self._points: deque[tuple[int, int]] = deque(maxlen=window)
+        self.min_span_ns = min_span_ns
+        self.max_dev = max_ppm * 1e-6
+        self.ratio = 1.0
+        self.valid = False
+        self.last_local_ns: int | None = None
+
+    def add(self, local_ns: int, gm_ns: int) -> float | None:
+        """Add one point; returns the ratio when valid, else None."""
+        if self._points and local_ns <= self._points[-1][0]:
+            self.reset()
+        self._points.append((local_ns, gm_ns))
+        self.last_local_ns = local_ns
+        n = len(self._points)
+        if n < 4 or self._points[-1][0] - self._points[0][0] < self.min_span_ns:
+            return self.ratio if self.valid else None
+        h = n // 2
+        pts = list(self._points)
+        slopes = sorted((pts[i + h][1] - pts[i][1]) / (pts[i + h][0] - pts[i][0]) for i in range(n - h))
+        m = len(slopes)
+        r = slopes[m // 2] if m % 2 else (slopes[m // 2 - 1] + slopes[m // 2]) / 2
+        if abs(r - 1.0) > self.max_dev:
+            self.reset()
+            self._points.append((local_ns, gm_ns))
+            self.last_local_ns = local_ns
+            return None
+        self.ratio = r
+        self.valid = True
+        return r
+
+    def reset(self) -> None:
+        self._points.clear()
+        self.ratio = 1.0
+        self.valid = False
+        self.last_local_ns = None

@@ -229,6 +229,10 @@ class SwitchNode(Node):
             self.ptp.receive(port, data, t_ns)
             self._refresh_dataplane()
             return
+        if self.ptp is not None and mtype in (MessageType.SYNC, MessageType.FOLLOW_UP):
+            # the TC's control plane sees the Syncs too (rate ratio to the grandmaster)
+            self.ptp.receive(port, data, t_ns)
+            self._refresh_dataplane()
         residence = self.residence_min_ns + int(min(self.rng.expovariate(1.0 / max(1, self.residence_mean_ns - self.residence_min_ns)),
                                                     20 * self.residence_mean_ns))
         out_t = t_ns + residence
@@ -237,9 +241,9 @@ class SwitchNode(Node):
             # what the eBPF dataplane does: residence measured by this switch's own (free-running)
             # clock, plus (P2P) the ingress port's peer delay, added to the correctionField
             measured = self.ptp.ptp_time(out_t) - self.ptp.ptp_time(t_ns)
-            add = measured
+            pd = self.dataplane.get(port)  # the ingress port's programming, as the eBPF egress reads it
+            add = round(measured * pd.rate_ratio) if pd is not None else measured
             if self.kind is SwitchKind.P2P_TC and mtype == MessageType.SYNC:
-                pd = self.dataplane.get(port)
                 add += pd.mean_link_delay_ns if pd is not None else 0
             self.residences_ns.append(measured)
             data = _add_correction(data, add)
