@@ -773,7 +773,7 @@ class Clock:
 
     def _tc_syntonize(self, msg: object, rx_ts_ns: int | None) -> list[Action]:
         """A Sync / Follow_Up seen by the TC: one (local rx, grandmaster time) point for the master
-        that sent it; when the ratio of the source we follow moves by more than 10 ppb, program
+        that sent it; when the ratio of the source we follow moves by more than 0.1 ppm, program
         every active port with it. The source followed is the first one heard, until it has been
         silent for 10 s of local time."""
         h = msg.header  # type: ignore[attr-defined]
@@ -806,7 +806,7 @@ class Clock:
         cur = self._tc_rate.get(self._tc_source) if self._tc_source is not None else None
         if cur is None or cur.last_local_ns is None or point[0] - cur.last_local_ns > 10 * 1_000_000_000:
             self._tc_source = src
-        if src != self._tc_source or not est.valid or abs(est.ratio - self._tc_programmed_ratio) <= 1e-8:
+        if src != self._tc_source or not est.valid or abs(est.ratio - self._tc_programmed_ratio) <= 1e-7:
             return []
         self._tc_programmed_ratio = est.ratio
         return [self._program_dataplane(p, enabled=True) for p in self.ports if p.state not in (PortState.FAULTY, PortState.DISABLED)]
