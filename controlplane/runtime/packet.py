@@ -3,7 +3,8 @@
 One socket of either transport: a packet socket with a classic BPF filter that selects its
 frames, bound with ETH_P_ALL to the port (ETH_P_ALL taps run before a bridge's rx_handler, so an
 enslaved bridge port receives too), PACKET_IGNORE_OUTGOING, the port's multicast MACs joined, and
-SO_TIMESTAMPING (the event socket with the port's mode, the general socket with software stamps).
+SO_TIMESTAMPING (the event socket with the port's mode, the general socket with software RX stamps
+only: see transport.GENERAL_RX_FLAGS).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from controlplane.runtime.transport import (
     TimestampMode,
     TransportError,
     enable_event_timestamping,
-    enable_timestamping,
+    enable_general_timestamping,
 )
 
 ETH_P_ALL = 0x0003
@@ -68,7 +69,7 @@ def open_packet_socket(ifname: str, ifindex: int, program: BpfProgram, group_mac
         if event:
             enable_event_timestamping(sock, ifname, timestamping)
         else:
-            enable_timestamping(sock, TimestampMode.SOFTWARE)
+            enable_general_timestamping(sock)
         sock.setblocking(False)
     except OSError as exc:
         sock.close()

@@ -129,6 +129,17 @@ def enable_timestamping(sock: socket.socket, mode: TimestampMode) -> None:
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, timestamping_flags(mode))
 
 
+# A general socket takes receive stamps only: nothing waits for the TX stamps of general messages,
+# and an unread TX stamp stays in the socket's error queue, keeps EPOLLERR raised and makes every
+# select/epoll loop over the fd spin at 100 % CPU.
+GENERAL_RX_FLAGS = SOF_TIMESTAMPING_RX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE
+
+
+def enable_general_timestamping(sock: socket.socket) -> None:
+    """SO_TIMESTAMPING for a general socket: software RX stamps, no TX stamps."""
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, GENERAL_RX_FLAGS)
+
+
 def stamp_from_cmsgs(ancdata: list[tuple[int, int, bytes]], mode: TimestampMode) -> int | None:
     """The SCM_TIMESTAMPING stamp in ns (ts[0] software, ts[2] raw hardware), or None."""
     for level, kind, payload in ancdata:

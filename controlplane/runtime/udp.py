@@ -22,9 +22,6 @@ from controlplane.runtime.transport import (
     EVENT_PORT,
     GENERAL_PORT,
     SO_BINDTODEVICE,
-    SO_TIMESTAMPING,
-    SOF_TIMESTAMPING_RX_SOFTWARE,
-    SOF_TIMESTAMPING_SOFTWARE,
     Received,
     SocketPair,
     TimestampMode,
@@ -33,6 +30,7 @@ from controlplane.runtime.transport import (
     TxKeyCounter,
     drain_error_queue,
     enable_event_timestamping,
+    enable_general_timestamping,
     receive_batch,
     stamp_from_cmsgs,
 )
@@ -41,8 +39,6 @@ PTP_PRIMARY_V4 = "224.0.1.129"
 PTP_PDELAY_V4 = "224.0.0.107"
 PTP_PRIMARY_V6 = "ff0e::181"
 PTP_PDELAY_V6 = "ff02::6b"
-# general socket: receive stamps only (no TX stamps: nothing waits for them)
-GENERAL_RX_FLAGS = SOF_TIMESTAMPING_RX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 DEFAULT_RCVBUF_BYTES = 4 << 20
 POLL_BATCH = 256  # datagrams / error-queue entries read per wake-up of one socket
@@ -140,7 +136,7 @@ class _UdpBase(SocketPair):
                 # RX software stamps only: a TX stamp request here would queue one error-queue entry
                 # per send that nobody reads, and the queued entries keep EPOLLERR raised, so every
                 # select/epoll loop over this fd would spin at 100 % CPU.
-                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, GENERAL_RX_FLAGS)
+                enable_general_timestamping(sock)
             sock.setblocking(False)
         except OSError as exc:
             sock.close()

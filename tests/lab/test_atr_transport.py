@@ -1,6 +1,7 @@
 """UDP transport under an event loop: an idle transport must not burn CPU after it has sent.
 
-Regression test for the general socket's TX-stamp error queue: with SOF_TIMESTAMPING_TX_SOFTWARE on
+Regression test (UDP, L2 and the raw-UDP packet-socket transport of bridge ports) for the general
+socket's TX-stamp error queue: with SOF_TIMESTAMPING_TX_SOFTWARE on
 the general socket, every general send (Announce, Follow_Up, Signaling, Delay_Resp) queued an
 error-queue entry that nothing read; a queued entry keeps EPOLLERR raised, so the asyncio reader
 fired in a loop and the daemon (and the unicast server) spun at 100 % CPU.
@@ -21,6 +22,8 @@ from typing import Iterator
 
 import pytest
 
+from controlplane.runtime.l2 import L2Transport
+from controlplane.runtime.rawudp import RawUdpV4Transport
 from controlplane.runtime.udp import UdpV4Transport, UdpV6Transport
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -90,8 +93,9 @@ def _idle_cpu_s(transport, seconds: float) -> tuple[float, int]:
     return time.process_time() - before, calls
 
 
-@pytest.mark.parametrize("cls,dest", [(UdpV4Transport, "10.252.0.2"), (UdpV6Transport, "fd00:252::2")],
-                         ids=["UDPv4", "UDPv6"])
+@pytest.mark.parametrize("cls,dest", [(UdpV4Transport, "10.252.0.2"), (UdpV6Transport, "fd00:252::2"),
+                                       (L2Transport, None), (RawUdpV4Transport, None)],
+                         ids=["UDPv4", "UDPv6", "L2", "raw-UDPv4"])
 def test_idle_transport_after_general_sends_does_not_spin(netns_pair, cls, dest) -> None:
     a, _b = netns_pair
     with _in_netns(a):
