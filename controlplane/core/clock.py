@@ -349,6 +349,12 @@ class Clock:
             port.slave.delay_req_seq = None
             if self.slave_port == port.number:
                 self.slave_port = None
+                # holdover on the frequency estimate, not on the last output (whose proportional
+                # term corrected the last offsets: held for seconds it becomes the time error)
+                hold = None if self.cfg.free_running else self.servo.holdover_freq_ppb()
+                if hold is not None and abs(hold - self.freq_ppb) > 0.5:
+                    self.freq_ppb = hold
+                    out.append(AdjustClock(freq_ppb=hold))
                 self.servo.reset()
                 self.servo_state = ServoState.UNLOCKED
         if new in (PortState.FAULTY, PortState.DISABLED):

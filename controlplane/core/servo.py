@@ -55,6 +55,8 @@ class Servo(Protocol):
 
     def reset(self) -> None: ...
 
+    def holdover_freq_ppb(self) -> float | None: ...
+
 
 @dataclass(frozen=True)
 class PiGains:
@@ -142,6 +144,11 @@ class PiServo:
         self._resume = self._has_estimate
         self.state = ServoState.UNLOCKED
 
+    def holdover_freq_ppb(self) -> float | None:
+        """The frequency to hold without a master: the integral term (the drift estimate) without
+        the proportional term, which only corrected the last offsets. None before any estimate."""
+        return -self._drift if self._has_estimate else None
+
     def sample(self, offset_ns: int, local_ts_ns: int, weight: float = 1.0) -> ServoOutput:
         t = self._t
         ppb = self._last_ppb
@@ -227,6 +234,7 @@ class LinRegServo:
         self._last_local: int | None = None
         self._interval_s = 1.0
         self._correction_intervals = correction_intervals
+        self._slope_freq_ppb: float | None = None
         self.state = ServoState.UNLOCKED
 
     def sync_interval(self, interval_s: float) -> None:
@@ -239,6 +247,10 @@ class LinRegServo:
         self._applied_ns = 0.0
         self._last_local = None
         self.state = ServoState.UNLOCKED
+
+    def holdover_freq_ppb(self) -> float | None:
+        """The fitted frequency (the slope) without the offset-correction term; None before a fit."""
+        return self._slope_freq_ppb
 
     def sample(self, offset_ns: int, local_ts_ns: int, weight: float = 1.0) -> ServoOutput:
         t = self._t
@@ -281,6 +293,8 @@ class LinRegServo:
             t.first_update = False
             return ServoOutput(self.state, self._freq_ppb, step)
         horizon_ns = self._correction_intervals * self._interval_s * 1e9
+        if n >= 3:
+            self._slope_freq_ppb = t.clamp(-slope * 1e9)
         self._freq_ppb = t.clamp(-slope * 1e9 - predicted_offset / horizon_ns * 1e9)
         self.state = ServoState.LOCKED if n >= 3 else ServoState.UNLOCKED
         if self.state is ServoState.LOCKED:

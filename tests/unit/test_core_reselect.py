@@ -124,3 +124,33 @@ def test_sync_receipt_timeout_zero_is_off_and_syncs_keep_it_armed() -> None:
         out += exchange(sl, k, offset_ns=0, delay_ns=20_000, now_ns=S + k * S // 8)
     assert not [a for a in out if isinstance(a, StateChanged) and a.event == "SYNC_RECEIPT_TIMEOUT_EXPIRES"]
     assert sl.port(1).state is PortState.SLAVE
+
+
+def test_leaving_slave_holds_the_drift_estimate_not_the_last_output() -> None:
+    sl = make_slave(**LAB_GAINS)
+    now = S
+    for k in range(80):
+        now = S + k * S // 8
+        exchange(sl, k, offset_ns=0, delay_ns=20_000, now_ns=now)
+    adj = [a for a in exchange(sl, 80, offset_ns=20_000, delay_ns=20_000, now_ns=now + S // 8) if isinstance(a, AdjustClock)]
+    last_out = adj[-1].freq_ppb
+    assert abs(last_out) > 20_000  # the proportional term answering a 20 us offset
+    out = []
+    t = sl.next_deadline_ns()
+    while sl.port(1).state is not PortState.LISTENING:
+        out += sl.handle_timer(t)
+        t = sl.next_deadline_ns()
+    hold = [a for a in out if isinstance(a, AdjustClock)]
+    assert len(hold) == 1 and hold[0].step_ns is None
+    assert abs(hold[0].freq_ppb) < 0.2 * abs(last_out), (hold, last_out)  # the integral only
+    assert sl.freq_ppb == hold[0].freq_ppb
+    # free running: never adjusts, not even for holdover
+    fr = make_slave(free_running="1")
+    for k in range(40):
+        exchange(fr, k, offset_ns=5_000, delay_ns=20_000, now_ns=S + k * S // 8)
+    t = fr.next_deadline_ns()
+    out = []
+    while fr.port(1).state is not PortState.LISTENING:
+        out += fr.handle_timer(t)
+        t = fr.next_deadline_ns()
+    assert not [a for a in out if isinstance(a, AdjustClock)]
