@@ -123,6 +123,27 @@ def dataplane_tables(data: dict[str, Any]) -> tuple[list[Column], list[dict[str,
                            "err_max": r.get("abs_error_max_ns"), "err_mean": r.get("mean_error_ns")})
         t.notes.append("error = correction added - true residence (AF_PACKET taps with software stamps on the switch's own ports).")
         tables.append(t)
+    orc = [r for r in rows if r.get("section") == "oracle"]
+    if orc:
+        t = Table(f"The ptp4l oracle: ptp4l GM -> one switch -> free-running ptp4l slave "
+                  f"({data.get('oracle_duration_s', '?')} s per case, one run each)", columns=[
+                      Column("case", "case"), Column("transport", "transport"), Column("n", "samples"),
+                      Column("rms", "offset rms", "ns"), Column("max", "max |offset|", "ns"), Column("mean", "offset mean", "ns"),
+                      Column("delay", "mean path delay", "ns")])
+        for r in orc:
+            t.rows.append({"case": str(r.get("case", "?")), "transport": str(r.get("transport", "?")), "n": r.get("samples"),
+                           "rms": r.get("rms_ns"), "max": r.get("max_abs_ns"), "mean": r.get("mean_ns"),
+                           "delay": r.get("mean_path_delay_ns")})
+        tables.append(t)
+    known = {"cost", "throughput", "residence", "oracle"}
+    for kind in sorted({str(r.get("section")) for r in rows} - known):  # a newer bench.dataplane section: as it comes
+        these = [{k: v for k, v in r.items() if k != "section" and (v is None or isinstance(v, (int, float, str)))}
+                 for r in rows if str(r.get("section")) == kind]
+        keys: list[str] = []
+        for r in these:
+            keys += [k for k in r if k not in keys]
+        tables.append(Table(f"bench.dataplane section {kind!r} (raw rows)",
+                            columns=[Column(k, k, "ns" if k.endswith("_ns") else "") for k in keys], rows=these))
     notes = []
     fx, ft = data.get("floor_xdp_ns"), data.get("floor_tc_ns")
     if fx is not None or ft is not None:

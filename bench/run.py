@@ -201,11 +201,13 @@ def section_residence(ctx: Ctx) -> Section:
         "A plain bridge adds nothing, so its error is minus its residence. Boundary clocks re-time (no forwarded Sync) and are not listed.",
         "Delay_Req rows (E2E TCs): the same per switch in the slave -> GM direction (a one-step TC puts the residence into the "
         "Delay_Req itself, ptp4l's two-step TC into the matching Delay_Resp: both are counted); this direction has no queue.",
-        "What no row shows: waiting *before* a switch's ingress stamp. On veth the XDP program runs after the packet waited "
-        "in the veth's NAPI ring (and a tc-ingress program after the per-CPU backlog), so that wait is counted as link delay "
-        "by the dataplane and by these taps alike; it is not symmetric under cross traffic and reaches the slave's error.",
-        "The taps are not the dataplane's stamp points (XDP runs before the RX tap; tc egress before the qdisc), so a few "
-        "hundred ns of the error can be measurement geometry. Pooled over all switches of the run.",
+        "What no row shows: waiting *before* a switch's ingress stamp. The RX taps carry the stack's receive stamp "
+        "(skb->tstamp, taken when the sender's veth queued the frame); the dataplane's default on veth (tc ingress "
+        "back-dated to that stamp) starts its residence there too. With XDP ingress on veth the frame first waits in the "
+        "veth's NAPI ring, which both the dataplane and these taps count as link delay (the link table below): not "
+        "symmetric under cross traffic, it reaches the slave's error.",
+        "The taps are not exactly the dataplane's stamp points (tc egress runs before the qdisc and the TX tap; XDP, when "
+        "used, before the RX tap), so a few hundred ns of the error can be measurement geometry. Pooled over all switches of the run.",
         "Command: the tcpdump lines are in section 1's lab (bench/scenarios_capture.py: "
         "`tcpdump -i PORT -w F -U -s 256 -n --time-stamp-precision=nano 'udp port 319 or udp port 320 or ether proto 0x88f7'`).",
     ]
@@ -265,7 +267,7 @@ OUT_OPTION = {"bench.dataplane": "--out", "bench.unicast_load": "--json"}
 def section_dataplane(ctx: Ctx) -> Section:
     from bench.report_dataplane import dataplane_tables
 
-    return _delegate(3, "bench.dataplane", ["--repeat", "20000", "--rounds", "2"] if ctx.quick else [], ctx, dataplane_tables, 900)
+    return _delegate(3, "bench.dataplane", ["--repeat", "20000", "--rounds", "2"] if ctx.quick else [], ctx, dataplane_tables, 1800)
 
 
 def section_unicast(ctx: Ctx) -> Section:

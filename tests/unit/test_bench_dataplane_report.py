@@ -68,3 +68,17 @@ def test_missing_cost_promotes_the_next_table() -> None:
     data = {"rows": [r for r in DATA["rows"] if r["section"] != "cost"]}
     cols, rows, notes, tables = dataplane_tables(data)
     assert rows and rows[0]["mode"] == "bridge" and len(tables) == 1
+
+
+def test_oracle_and_unknown_sections_get_tables() -> None:
+    data = {"oracle_duration_s": 26, "rows": DATA["rows"] + [
+        {"section": "oracle", "case": "direct veth", "transport": "UDPv4", "samples": 20, "rms_ns": 592,
+         "max_abs_ns": 1400, "mean_ns": -30, "mean_path_delay_ns": 1500},
+        {"section": "budget", "hook": "tc", "hops": 3, "part": "slave sl", "rms_ns": 6400, "extra": [1, 2]},
+    ]}
+    _, _, _, tables = dataplane_tables(data)
+    orc = next(t for t in tables if "oracle" in t.title)
+    assert orc.rows[0]["rms"] == 592 and orc.rows[0]["case"] == "direct veth"
+    budget = next(t for t in tables if "'budget'" in t.title)
+    assert budget.rows == [{"hook": "tc", "hops": 3, "part": "slave sl", "rms_ns": 6400}]
+    assert [c.key for c in budget.columns] == ["hook", "hops", "part", "rms_ns"]
