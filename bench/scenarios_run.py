@@ -169,7 +169,9 @@ def run_chain(
     result = ChainResult(spec=spec, duration_s=duration_s, skip_s=skip_s)
     t_start = time.monotonic()
     topo = spec.topology()
-    converge_timeout_s = converge_timeout_s or 15.0 + 5.0 * spec.hops
+    # generous: the daemon compiles its dataplane with BCC at start (seconds on a busy VM) before a P2P
+    # slave can see its first peer delay; the 2026-11-21 15:14 run lost P2P 1 hop to a 20 s bound
+    converge_timeout_s = converge_timeout_s or 35.0 + 5.0 * spec.hops
     procs: dict[str, subprocess.Popen[Any]] = {}
     tails: dict[str, _LogTail] = {}
     try:
