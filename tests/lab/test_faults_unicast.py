@@ -82,6 +82,9 @@ def _offsets(log: Path) -> list[tuple[float, int]]:
     return [(float(m.group(1)), int(m.group(2))) for m in OFFSET_RE.finditer(log.read_text(errors="replace"))]
 
 
+@pytest.mark.long  # FAILING at the end of session 1 (3 of 3 runs at 16:00-16:10 UTC): the linuxptp client keeps
+# renewing its ANNOUNCE grant every second and never requests Sync from the ptp-switch servers; passed
+# earlier the same day. Suspected regression from a late commit; see the closing note. Not loosened.
 def test_unicast_server_killed_client_fails_over(make_lab):
     lab = make_lab("atr")
     s1, s2 = lab.addr("srv1", "sw1"), lab.addr("srv2", "sw1")
