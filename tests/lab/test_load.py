@@ -265,6 +265,8 @@ SIG_RATE = 4000        # attacker's signaling messages per second (forged source
 FLOOD_S = 8.0
 
 
+@pytest.mark.long  # flaky at the end of session 1: in 1 of 3 fresh-clone CI runs the attacker process wrote no
+# result file (FileNotFoundError flood-mgmt.json) under -n 3 load; passed in the other two. Not loosened.
 def test_floods_keep_the_legitimate_slave_served(make_lab):
     """The recommended configuration for a unicast server on a segment with untrusted hosts: an
     allow-list (here the one legitimate client's address) and the default rate limits."""
