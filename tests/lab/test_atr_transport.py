@@ -11,13 +11,9 @@ Real sockets in a network namespace made here (a veth pair), removed at the end.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import os
 import socket
-import subprocess
 import time
-import uuid
 from typing import Iterator
 
 import pytest
@@ -25,48 +21,12 @@ import pytest
 from controlplane.runtime.l2 import L2Transport
 from controlplane.runtime.rawudp import RawUdpV4Transport
 from controlplane.runtime.udp import UdpV4Transport, UdpV6Transport
-
-_libc = ctypes.CDLL(None, use_errno=True)
-CLONE_NEWNET = 0x40000000
-
-
-def _sh(*args: str) -> None:
-    subprocess.run(args, check=True, capture_output=True)
-
-
-@contextlib.contextmanager
-def _in_netns(name: str) -> Iterator[None]:
-    own = os.open("/proc/self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if _libc.setns(target, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns {name}")
-        yield
-    finally:
-        _libc.setns(own, CLONE_NEWNET)
-        os.close(own)
-        os.close(target)
-
+from tests.lab.conftest import in_netns, veth_netns_pair
 
 @pytest.fixture
 def netns_pair() -> Iterator[tuple[str, str]]:
-    run = uuid.uuid4().hex[:6]
-    a, b = f"ptsU{run}a", f"ptsU{run}b"
-    made: list[str] = []
-    try:
-        for n in (a, b):
-            _sh("ip", "netns", "add", n)
-            made.append(n)
-            _sh("ip", "-n", n, "link", "set", "lo", "up")
-        _sh("ip", "-n", a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b)
-        for n, i in ((a, 1), (b, 2)):
-            _sh("ip", "-n", n, "addr", "add", f"10.252.0.{i}/24", "dev", "eth0")
-            _sh("ip", "-n", n, "addr", "add", f"fd00:252::{i}/64", "dev", "eth0", "nodad")
-            _sh("ip", "-n", n, "link", "set", "eth0", "up")
-        yield a, b
-    finally:
-        for n in made:
-            subprocess.run(["ip", "netns", "del", n], capture_output=True)
+    with veth_netns_pair("U", "10.252.0", "fd00:252") as pair:
+        yield pair
 
 
 def _idle_cpu_s(transport, seconds: float) -> tuple[float, int]:
@@ -98,7 +58,7 @@ def _idle_cpu_s(transport, seconds: float) -> tuple[float, int]:
                          ids=["UDPv4", "UDPv6", "L2", "raw-UDPv4"])
 def test_idle_transport_after_general_sends_does_not_spin(netns_pair, cls, dest) -> None:
     a, _b = netns_pair
-    with _in_netns(a):
+    with in_netns(a):
         t = cls("eth0")
         t.open()
     try:
@@ -141,7 +101,7 @@ def test_a_burst_of_event_sends_keeps_every_tx_stamp(netns_pair) -> None:
     """The TX-stamp error queue is bounded by the receive buffer: with the kernel default (~208 KiB,
     ~300 stamps) a burst of Syncs lost the tail's stamps, so those clients got no Follow_Up."""
     a, _b = netns_pair
-    with _in_netns(a):
+    with in_netns(a):
         t = UdpV4Transport("eth0")
         t.open()
         small = UdpV4Transport("eth0", rcvbuf_bytes=0, event_port=20319, general_port=20320)  # kernel default
