@@ -82,20 +82,29 @@ def _offsets(log: Path) -> list[tuple[float, int]]:
     return [(float(m.group(1)), int(m.group(2))) for m in OFFSET_RE.finditer(log.read_text(errors="replace"))]
 
 
-@pytest.mark.long  # FAILING at the end of session 1 (3 of 3 runs at 16:00-16:10 UTC): the linuxptp client keeps
-# renewing its ANNOUNCE grant every second and never requests Sync from the ptp-switch servers; passed
-# earlier the same day. Suspected regression from a late commit; see the closing note. Not loosened.
 def test_unicast_server_killed_client_fails_over(make_lab):
     lab = make_lab("atr")
     s1, s2 = lab.addr("srv1", "sw1"), lab.addr("srv2", "sw1")
+    # srv2 starts once the client is locked to srv1. Started together, both servers' Announces
+    # qualify in the same millisecond; when srv2's qualifies first, linuxptp 3.1.1 goes UNCALIBRATED
+    # towards srv2, then re-selects srv1 without a port state change and (3.1.1 lacks the
+    # `if (mdiff) unicast_client_state_changed()` of later linuxptp) never requests Sync from srv1:
+    # it renews srv1's ANNOUNCE every second forever (3 of 6 runs here).
     p1, log1 = _server(lab, "srv1", 10)
-    p2, log2 = _server(lab, "srv2", 20)
     cl, cl_log = _client(lab, [s1, s2])
+    p2, log2 = None, lab.workdir / "us-srv2.log"
     try:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(_offsets(cl_log)) < 6:
+        while time.monotonic() < deadline and len(_offsets(cl_log)) < 2:
+            time.sleep(0.5)
+        assert len(_offsets(cl_log)) >= 2, cl_log.read_text()[-2000:] + log1.read_text()[-1500:]
+        p2, log2 = _server(lab, "srv2", 20)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (len(_offsets(cl_log)) < 6
+                                                or cl_log.read_text().count("new foreign master") < 2):
             time.sleep(0.5)
         assert len(_offsets(cl_log)) >= 6, cl_log.read_text()[-2000:] + log1.read_text()[-1500:]
+        assert cl_log.read_text().count("new foreign master") >= 2, cl_log.read_text()[-2000:] + log2.read_text()
         sel = SELECTED_RE.findall(cl_log.read_text())
         first_gm = sel[-1][1] if sel else None
         t_kill = time.monotonic()
@@ -111,14 +120,15 @@ def test_unicast_server_killed_client_fails_over(make_lab):
         t_end = time.monotonic()
     finally:
         for p in (cl, p2, p1):
-            if p.poll() is None:
+            if p is not None and p.poll() is None:
                 p.terminate()
                 try:
                     p.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     p.kill()
         for f in (cl_log, log1, log2):
-            shutil.copy(f, f"/tmp/ptp-switch-faults-unicast-{f.name}")
+            if f.exists():
+                shutil.copy(f, f"/tmp/ptp-switch-faults-unicast-{f.name}")
     text = cl_log.read_text(errors="replace")
     new_sel = [(float(t), g) for t, g in SELECTED_RE.findall(text) if float(t) > t_kill and g != first_gm]
     offs = _offsets(cl_log)
