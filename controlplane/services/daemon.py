@@ -383,7 +383,8 @@ class Daemon:
             self.runtime = Runtime(node, self.transports, self.clock, dataplane=writer,
                                    summary_interval=c.summary_interval, free_running=c.free_running,
                                    on_action=self.control.on_action if self.control is not None else None,
-                                   rate_limits=MessageRateLimits(RateLimitConfig.from_clock_config(c), now_ns=time.monotonic_ns()))
+                                   rate_limits=MessageRateLimits(RateLimitConfig.from_clock_config(c), now_ns=time.monotonic_ns()),
+                                   tx_timestamp_timeout_ms=c.tx_timestamp_timeout)
             if self.control is not None:
                 self.control.runtime = self.runtime
         except BaseException:

@@ -137,3 +137,21 @@ def test_runtime_moves_messages_stamps_timers_and_faults(two_ns: tuple[str, str]
     assert ra.port_states == {1: "LISTENING"}
     assert rb.counters.clock_adjustments == 0  # free_running: AdjustClock is not applied
     assert ta.fds() == () and tb.fds() == ()  # stop() closed the sockets
+
+
+def test_daemon_passes_config_to_the_runtime(two_ns: tuple[str, str], tmp_path: Any) -> None:
+    """The daemon's Runtime gets the configured tx_timestamp_timeout (ptp4l's option, ms): a real
+    Daemon built on a real port in a namespace; the default (1 ms, ptp4l's) when the file omits it."""
+    from controlplane.services.daemon import Daemon, DaemonOptions
+
+    a, _b = two_ns
+    for text, want_ns in (("tx_timestamp_timeout 7\n", 7_000_000), ("", 1_000_000)):
+        cfg = tmp_path / "d.cfg"
+        cfg.write_text(f"[global]\nfree_running 1\n{text}uds_address {tmp_path / 'uds'}\n")
+        with in_netns(a):
+            d = Daemon(DaemonOptions(interfaces=("eth0",), config_file=str(cfg), overrides=(("network_transport", "UDPv4"), ("time_stamping", "software"))))
+            try:
+                rt = d.build()
+                assert rt.tx_timestamp_timeout_ns == want_ns
+            finally:
+                d.close()
