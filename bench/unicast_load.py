@@ -3,8 +3,7 @@
     python -m bench.unicast_load [--steps 500,1000,2000,5000,10000] [--window 10] [--json out.json]
 
 Lab: the `direct` topology (gm -- sl, one veth). The server (``ptp-switch run`` with
-``unicast_listen 1``, the daemon the ATR lab tests run; ``--server standin`` runs the earlier stand-in
-loop controlplane.runtime.unicast_node instead) runs in ``gm`` pinned to CPU 1 (``taskset``); the
+``unicast_listen 1``, the daemon the ATR lab tests run) runs in ``gm`` pinned to CPU 1 (``taskset``); the
 load generator (this process) pins itself to CPU 0. It runs in ``sl``: every client is its own IPv4
 source address out of 10.200.0.0/16 — the prefix is a local route on ``lo`` (AnyIP), so no address
 has to be added, and the server routes it via ``sl``'s address (one neighbour entry). One UDP socket
@@ -214,7 +213,7 @@ def udp_errors(lab: Lab) -> dict:
     return out
 
 
-def run(steps: list[int], window_s: float, duration_s: int, server: str = "daemon", keep_logs: str | None = None) -> dict:
+def run(steps: list[int], window_s: float, duration_s: int, keep_logs: str | None = None) -> dict:
     topo = catalog.get("direct")
     results: list[dict] = []
     server_logs: list[dict] = []
@@ -227,18 +226,14 @@ def run(steps: list[int], window_s: float, duration_s: int, server: str = "daemo
             for n in steps:
                 log = lab.workdir / f"server-{n}.json"
                 log.parent.mkdir(parents=True, exist_ok=True)
-                if server == "daemon":
-                    cfg = lab.workdir / f"server-{n}.cfg"
-                    cfg.write_text(DAEMON_CFG.format(max_clients=n + 10, signaling_rate=max(50, 2 * n),
-                                                     uds=lab.uds_path("gm", f"load{n}")))
-                    argv = [PTP_SWITCH, "run", "-S", "-4", "-f", str(cfg), "-i", "eth0"]
-                else:  # the stand-in loop the daemon's unicast service replaced (kept for comparison)
-                    argv = [sys.executable, "-m", "controlplane.runtime.unicast_node", "server", "--iface", "eth0",
-                            "--quiet", "--max-clients", str(n + 10), "--status-interval", "5"]
+                cfg = lab.workdir / f"server-{n}.cfg"
+                cfg.write_text(DAEMON_CFG.format(max_clients=n + 10, signaling_rate=max(50, 2 * n),
+                                                 uds=lab.uds_path("gm", f"load{n}")))
+                argv = [PTP_SWITCH, "run", "-S", "-4", "-f", str(cfg), "-i", "eth0"]
                 proc = lab.popen("gm", ["taskset", "-c", "1", *argv],
                                  stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=os.getcwd())
                 # the daemon's port serves once MASTER (announce receipt timeout 2 x 1 s from LISTENING)
-                time.sleep(4.0 if server == "daemon" else 1.0)
+                time.sleep(4.0)
                 gen.grants.clear()
                 gen.sync_rx.clear()
                 t0 = time.monotonic()
@@ -298,7 +293,7 @@ def run(steps: list[int], window_s: float, duration_s: int, server: str = "daemo
         "steps": results,
         "max_clients_under_0.1pct_missed": best["clients"] if best else 0,
         "cpu_pct_per_1000_clients_at_max": best["cpu_pct_per_1000_clients"] if best else None,
-        "server": server,
+        "server": "ptp-switch run (unicast_listen 1)",
         "server_logs": server_logs,
         "note": "server pinned to CPU 1, generator to CPU 0; 1 Sync/s + Follow_Up per client, both counted per send "
                 "slot from kernel arrival stamps; software timestamps",
@@ -311,8 +306,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=float, default=10.0)
     p.add_argument("--duration", type=int, default=300, help="requested grant duration, s")
     p.add_argument("--json", help="write the result here too")
-    p.add_argument("--server", choices=["daemon", "standin"], default="daemon",
-                   help="ptp-switch run (default) or the old stand-in loop (controlplane.runtime.unicast_node)")
     p.add_argument("--keep-logs", metavar="DIR", help="copy each step's server log here")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
@@ -324,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if os.cpu_count() and os.cpu_count() > 1:
         os.sched_setaffinity(0, {0})  # the generator off the server's CPU (before any thread starts)
-    result = run(steps, args.window, args.duration, args.server, args.keep_logs)
+    result = run(steps, args.window, args.duration, args.keep_logs)
     print(json.dumps(result, indent=2))
     if args.json:
         with open(args.json, "w") as f:
