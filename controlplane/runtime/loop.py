@@ -20,14 +20,17 @@ import dataclasses
 import errno
 import logging
 import math
+import statistics
+import struct
 import time
 from typing import Any, Callable, Protocol, Sequence, assert_never
 
 
 from controlplane.codec.enums import PortState
 from controlplane.codec.errors import CodecError
+from controlplane.codec.header import HEADER_LEN
 from controlplane.codec.messages import PdelayResp, Sync, decode, encode
-from controlplane.codec.types import Timestamp
+from controlplane.codec.types import TIMESTAMP_LEN, Timestamp
 from controlplane.core.actions import (
     Action,
     AdjustClock,
@@ -48,6 +51,53 @@ log = logging.getLogger("ptp-switch")
 UDS_PORT = 0  # the management socket is port 0, as in ptp4l
 _TRANSIENT_SEND_ERRNOS = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.ENETUNREACH, errno.EHOSTUNREACH})
 MAX_PENDING_TX_TOKENS = 1 << 16  # event sends whose TX stamp has not come back yet (older are forgotten)
+
+# One-step sends with software stamps (``Runtime._one_step_*``): where the late clock read is patched in
+# the encoded message. originTimestamp of a Sync follows the common header (codec: HEADER_LEN, a
+# TIMESTAMP_LEN-byte Timestamp.pack()); correctionField is the int64 at header offset 8 (codec/header.py
+# layout; tests/unit/test_one_step_latency.py checks both against the codec's decoder).
+ORIGIN_TIMESTAMP_OFFSET = HEADER_LEN
+CORRECTION_FIELD_OFFSET = 8
+_CORRECTION = struct.Struct("!q")
+MAX_PENDING_ONE_STEP = 1024  # one-step sends whose kernel TX stamp has not come back (older are forgotten)
+
+
+class SendLatencyEstimator:
+    """The fixed part of a one-step send's delay after its time was written: running median of
+    (kernel TX stamp, in the clock's time scale) - (time written into the message) over the last
+    ``window`` samples.
+
+    A hardware one-step clock writes the time at its stamp point and adds any known fixed delay
+    after it to the correctionField; with software stamps the "stamp point" is our clock read, and
+    the delay after it (encode tail, syscall, qdisc, driver) is learned from the kernel's own TX
+    stamp of the same message. Samples outside ``0..max_ns`` are rejected (a stepped clock, a
+    stalled process); the median ignores the rest's outliers. ``estimate_ns`` is 0 until
+    ``min_samples`` samples were accepted."""
+
+    def __init__(self, *, window: int = 31, min_samples: int = 4, max_ns: int = 2_000_000) -> None:
+        if window < 1 or not 1 <= min_samples <= window or max_ns <= 0:
+            raise ValueError(f"bad estimator bounds: window={window} min_samples={min_samples} max_ns={max_ns}")
+        self.min_samples = min_samples
+        self.max_ns = max_ns
+        self._samples: collections.deque[int] = collections.deque(maxlen=window)
+        self.accepted = 0
+        self.rejected = 0
+        self.estimate_ns = 0
+
+    def add(self, latency_ns: int) -> bool:
+        """Feed one sample; True if it was accepted."""
+        if not 0 <= latency_ns <= self.max_ns:
+            self.rejected += 1
+            return False
+        self.accepted += 1
+        self._samples.append(int(latency_ns))
+        if len(self._samples) >= self.min_samples:
+            self.estimate_ns = int(statistics.median_low(self._samples))
+        return True
+
+    @property
+    def ready(self) -> bool:
+        return len(self._samples) >= self.min_samples
 
 
 class Node(Protocol):
@@ -102,6 +152,9 @@ class Counters:
     tx_timestamps_lost: int = 0  # TX stamps not back in time while later ones did (queue overflow): counted only
     port_reopens: int = 0  # transports opened again when their port left FAULTY (fault_reset_interval)
     tx_dropped: int = 0  # sends lost without a FAULT: a unicast peer unreachable, or a full socket buffer
+    one_step_sends: int = 0  # one-step Sync / Pdelay_Resp sent with the clock read just before the send
+    one_step_tx_timestamps: int = 0  # their kernel TX stamps, fed to the send-latency estimator
+    one_step_latency_rejected: int = 0  # ... of which outside the estimator's bounds (not used)
 
 
 @dataclasses.dataclass
@@ -174,6 +227,9 @@ class Runtime:
         self._tx_deadlines: collections.deque[tuple[int, int, int, int]] = collections.deque()
         self._last_stamp_ns: dict[int, int] = {}  # port -> monotonic time the latest TX stamp came back
         self._lost_logged_s: int | None = None
+        # one-step sends: (port, transport key) -> the PTP time written into the message
+        self._one_step_sent: dict[tuple[int, int], int] = {}
+        self.one_step_latency: dict[int, SendLatencyEstimator] = {}  # port -> estimator
 
     # ---- lifecycle ------------------------------------------------------------------------
     def port_name(self, port: int) -> str:
@@ -232,6 +288,10 @@ class Runtime:
         for ev in events:
             now = self.monotonic_ns()
             if isinstance(ev, TxTimestamp):
+                written_ns = self._one_step_sent.pop((port, ev.token), None)
+                if written_ns is not None:
+                    self._one_step_tx_timestamp(port, written_ns, ev.tx_ts_ns)
+                    continue
                 core_token = self._tokens.pop((port, ev.token), None)
                 if core_token is None:
                     self.counters.tx_timestamps_unmatched += 1
@@ -421,8 +481,9 @@ class Runtime:
             self.counters.tx_errors += 1
             return None
         message = action.message
-        if getattr(action, "one_step", False):  # field added by the core with one-step support
-            message = self._one_step(action)
+        one_step = action.one_step and isinstance(message, (Sync, PdelayResp))
+        if one_step:
+            message = self._one_step_prepare(action)
         try:
             data = encode(message)
         except Exception as exc:  # our own bug: a message the codec refuses to encode
@@ -432,7 +493,10 @@ class Runtime:
         dest = action.dest
         peer_delay = dest == Dest.PDELAY
         unicast = None if dest in (Dest.PRIMARY, Dest.PDELAY, None) else dest
+        written_ns = None
         try:
+            if one_step:  # the last thing before the send: read the clock and patch the bytes
+                data, written_ns = self._one_step_stamp(action, data)
             token = transport.send(data, event=action.event, peer_delay=peer_delay, dest=unicast)
         except TransportError as exc:
             self.counters.tx_errors += 1
@@ -449,6 +513,11 @@ class Runtime:
             self._fault(action.port, str(exc))
             return None
         self.counters.tx_messages += 1
+        if written_ns is not None and token is not None:
+            self.counters.one_step_sends += 1
+            self._one_step_sent[(action.port, token)] = written_ns
+            while len(self._one_step_sent) > MAX_PENDING_ONE_STEP:  # stamps that never came (dicts keep order)
+                del self._one_step_sent[next(iter(self._one_step_sent))]
         if action.event and action.tx_token is not None and token is not None:
             key = (action.port, token)
             self._tokens[key] = action.tx_token
@@ -461,19 +530,47 @@ class Runtime:
                 self._tokens.pop(self._token_order.popleft(), None)
         return None
 
-    def _one_step(self, action: SendMessage) -> Any:
-        """One-step with software stamps: the transmission time is the local clock read just before
-        the send (the kernel's stamp comes later and is not used). Sync: originTimestamp; Pdelay_Resp:
-        add the turnaround (now - request receipt) to the correctionField."""
+    # ---- one-step sends with software stamps -----------------------------------------------------
+    def _one_step_prepare(self, action: SendMessage) -> Any:
+        """Before encoding: a one-step Sync carries the learned send latency in its correctionField
+        (the fixed delay after the time is written, as a hardware one-step clock adds it). The
+        originTimestamp / Pdelay_Resp turnaround are written after encoding (``_one_step_stamp``)."""
         msg = action.message
-        now_ptp = self.clock.read_ns()
-        if isinstance(msg, Sync):
-            return dataclasses.replace(msg, origin_timestamp=Timestamp.from_ns(max(0, now_ptp)))
-        if isinstance(msg, PdelayResp) and getattr(action, "request_receipt_ns", None) is not None:
-            turnaround_scaled = (now_ptp - action.request_receipt_ns) * 65536  # type: ignore[attr-defined]
-            hdr = dataclasses.replace(msg.header, correction_scaled_ns=msg.header.correction_scaled_ns + turnaround_scaled)
+        est = self.one_step_latency.get(action.port)
+        if isinstance(msg, Sync) and est is not None and est.estimate_ns:
+            hdr = dataclasses.replace(msg.header, correction_scaled_ns=msg.header.correction_scaled_ns + est.estimate_ns * 65536)
             return dataclasses.replace(msg, header=hdr)
         return msg
+
+    def _one_step_stamp(self, action: SendMessage, data: bytes) -> tuple[bytes, int]:
+        """Read the clock as late as possible and patch the encoded message: Sync originTimestamp =
+        the time read; Pdelay_Resp correctionField += (time read - request receipt) + the learned
+        send latency. Returns the bytes to send and the PTP time written (matched to the kernel TX
+        stamp later, ``_one_step_tx_timestamp``)."""
+        buf = bytearray(data)
+        now_ptp = self.clock.read_ns()
+        if isinstance(action.message, Sync):
+            buf[ORIGIN_TIMESTAMP_OFFSET:ORIGIN_TIMESTAMP_OFFSET + TIMESTAMP_LEN] = Timestamp.from_ns(max(0, now_ptp)).pack()
+        elif action.request_receipt_ns is not None:  # PdelayResp
+            est = self.one_step_latency.get(action.port)
+            turnaround_ns = now_ptp - action.request_receipt_ns + (est.estimate_ns if est is not None else 0)
+            (correction,) = _CORRECTION.unpack_from(buf, CORRECTION_FIELD_OFFSET)
+            _CORRECTION.pack_into(buf, CORRECTION_FIELD_OFFSET, correction + turnaround_ns * 65536)
+        return bytes(buf), now_ptp
+
+    def _one_step_tx_timestamp(self, port: int, written_ns: int, tx_system_ns: int) -> None:
+        """The kernel's TX stamp of a one-step send: learn how long after the written time the
+        message really left (the stamp in the clock's time scale minus the value written)."""
+        self.counters.one_step_tx_timestamps += 1
+        est = self.one_step_latency.get(port)
+        if est is None:
+            est = self.one_step_latency[port] = SendLatencyEstimator()
+        was_ready = est.ready
+        if not est.add(self.clock.from_system_ns(tx_system_ns) - written_ns):
+            self.counters.one_step_latency_rejected += 1
+        elif not was_ready and est.ready:
+            log.info("%s: one-step send latency %.1f us (median of %d kernel TX stamps after the clock read), "
+                     "added to one-step correctionField", self.port_name(port), est.estimate_ns / 1e3, est.accepted)
 
     def _offset(self, sample: OffsetSample) -> None:
         """ptp4l's summary: one "master offset" line per sample when samples come no faster than

@@ -1,0 +1,194 @@
+"""One-step sends with software stamps (runtime/loop.py, no sockets): the send-latency estimator fed
+with injected numbers, the late patch of originTimestamp / correctionField checked against the
+codec's decoder, and the runtime's path from a kernel TX stamp to the next Sync's correctionField.
+
+The transport here is a recorder (the kernel's part is proven in tests/lab/test_dataplane_onestep.py);
+the clock is a script of values, so every figure below is exact."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from controlplane.codec.header import Header
+from controlplane.codec.messages import PdelayResp, Sync, decode, encode
+from controlplane.codec.types import PortIdentity, Timestamp
+from controlplane.core.actions import SendMessage
+from controlplane.runtime.loop import (
+    CORRECTION_FIELD_OFFSET,
+    ORIGIN_TIMESTAMP_OFFSET,
+    Runtime,
+    SendLatencyEstimator,
+)
+from controlplane.runtime.transport import TxTimestamp
+
+SYSTEM_TO_PTP_NS = 37_000_000_000  # the fake clock's PTP time = system time + 37 s
+
+
+# ---- the estimator -----------------------------------------------------------------------------
+def test_estimate_is_zero_until_min_samples_then_the_median() -> None:
+    est = SendLatencyEstimator(window=5, min_samples=3, max_ns=1_000_000)
+    assert est.add(20_000) and est.estimate_ns == 0 and not est.ready
+    assert est.add(40_000) and est.estimate_ns == 0
+    assert est.add(30_000) and est.ready and est.estimate_ns == 30_000
+    est.add(900_000)  # one slow send (a preempted process) does not move the median far
+    assert est.estimate_ns == 30_000
+    assert est.accepted == 4 and est.rejected == 0
+
+
+def test_window_slides() -> None:
+    est = SendLatencyEstimator(window=3, min_samples=1, max_ns=1_000_000)
+    for v in (10_000, 10_000, 10_000, 50_000, 50_000):
+        est.add(v)
+    assert est.estimate_ns == 50_000  # only the last three count
+
+
+@pytest.mark.parametrize("bad", [-1, -5_000_000, 2_000_001, 10**12])
+def test_out_of_bounds_samples_are_rejected_and_counted(bad: int) -> None:
+    est = SendLatencyEstimator(window=7, min_samples=1, max_ns=2_000_000)
+    est.add(15_000)
+    assert not est.add(bad)
+    assert est.rejected == 1 and est.accepted == 1 and est.estimate_ns == 15_000
+
+
+def test_bounds_edges_are_accepted() -> None:
+    est = SendLatencyEstimator(window=3, min_samples=1, max_ns=2_000_000)
+    assert est.add(0) and est.add(2_000_000)
+
+
+@pytest.mark.parametrize("kw", [{"window": 0}, {"min_samples": 0}, {"window": 3, "min_samples": 4}, {"max_ns": 0}])
+def test_bad_estimator_bounds_raise(kw: dict) -> None:
+    with pytest.raises(ValueError):
+        SendLatencyEstimator(**kw)
+
+
+# ---- the runtime's one-step path ------------------------------------------------------------------
+class _Recorder:
+    ifname = "eth9"
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send(self, data, *, event, peer_delay=False, dest=None):  # noqa: ANN001
+        self.sent.append(bytes(data))
+        return len(self.sent) - 1 if event else None  # the kernel's OPT_ID key: 0, 1, 2, ...
+
+    def poll(self, fd):  # noqa: ANN001
+        out, self.pending = self.pending, []
+        return out
+
+    def fds(self):  # noqa: ANN201
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+class _ScriptClock:
+    """read_ns returns the scripted values in turn; system -> PTP is a fixed offset."""
+
+    def __init__(self, reads: list[int]) -> None:
+        self.reads = list(reads)
+
+    def read_ns(self) -> int:
+        return self.reads.pop(0)
+
+    def from_system_ns(self, system_ns: int) -> int:
+        return system_ns + SYSTEM_TO_PTP_NS
+
+
+class _Node:
+    def next_deadline_ns(self):  # noqa: ANN201
+        return None
+
+    def handle_tx_timestamp(self, *a):  # noqa: ANN001, ANN002
+        raise AssertionError("a one-step stamp must not reach the core")
+
+
+def _runtime(reads: list[int]) -> tuple[Runtime, _Recorder]:
+    tr = _Recorder()
+    rt = Runtime(_Node(), {1: tr}, clock=_ScriptClock(reads), monotonic_ns=lambda: 5 * 10**9)  # type: ignore[arg-type]
+    rt._open.add(1)
+    return rt, tr
+
+
+def _sync(seq: int, correction_scaled_ns: int = 0) -> SendMessage:
+    hdr = Header(sequence_id=seq, correction_scaled_ns=correction_scaled_ns, source_port_identity=PortIdentity(b"\x01" * 8, 1))
+    return SendMessage(port=1, message=Sync(header=hdr), event=True, one_step=True)
+
+
+def _stamp(rt: Runtime, tr: _Recorder, key: int, tx_ptp_ns: int) -> None:
+    tr.pending = [TxTimestamp(token=key, tx_ts_ns=tx_ptp_ns - SYSTEM_TO_PTP_NS)]
+    rt._readable(1, 0)
+
+
+def test_layout_constants_match_the_codec() -> None:
+    """The offsets the runtime patches at are where the codec puts originTimestamp and correctionField."""
+    t = Timestamp(0x123456789A, 987_654_321)
+    data = encode(Sync(header=Header(correction_scaled_ns=-0x0102030405060708), origin_timestamp=t))
+    assert data[ORIGIN_TIMESTAMP_OFFSET:ORIGIN_TIMESTAMP_OFFSET + 10] == t.pack()
+    assert int.from_bytes(data[CORRECTION_FIELD_OFFSET:CORRECTION_FIELD_OFFSET + 8], "big", signed=True) == -0x0102030405060708
+
+
+def test_sync_origin_timestamp_is_the_late_clock_read() -> None:
+    rt, tr = _runtime([1_700_000_000_123_456_789])
+    rt._send(_sync(7, correction_scaled_ns=5 * 65536))
+    msg = decode(tr.sent[0])
+    assert isinstance(msg, Sync) and not msg.header.two_step
+    assert msg.origin_timestamp.to_ns() == 1_700_000_000_123_456_789
+    assert msg.header.correction_scaled_ns == 5 * 65536  # no estimate yet: unchanged
+    assert rt.counters.one_step_sends == 1
+
+
+def test_learned_latency_goes_into_the_next_syncs_correction(caplog: pytest.LogCaptureFixture) -> None:
+    written = [10_000_000_000 + i * 125_000_000 for i in range(6)]
+    rt, tr = _runtime(written)
+    lat = [21_000, 25_000, 23_000, 400_000, 22_000]  # ns after the clock read; one slow send
+    caplog.set_level(logging.INFO, logger="ptp-switch")
+    for i, d in enumerate(lat):
+        rt._send(_sync(i))
+        _stamp(rt, tr, i, written[i] + d)
+    est = rt.one_step_latency[1]
+    assert est.estimate_ns == 23_000  # median_low of the five
+    assert rt.counters.one_step_tx_timestamps == 5 and rt.counters.tx_timestamps_unmatched == 0
+    rt._send(_sync(5, correction_scaled_ns=1000))
+    last = decode(tr.sent[5])
+    assert last.origin_timestamp.to_ns() == written[5]
+    assert last.header.correction_scaled_ns == 1000 + 23_000 * 65536
+    lines = [r.getMessage() for r in caplog.records if "one-step send latency" in r.getMessage()]
+    assert len(lines) == 1 and "port 1 (eth9)" in lines[0] and "us" in lines[0], lines  # logged once
+
+
+def test_a_stamp_before_the_read_is_rejected_and_counted() -> None:
+    rt, tr = _runtime([10_000_000_000])
+    rt._send(_sync(1))
+    _stamp(rt, tr, 0, 10_000_000_000 - 5_000)  # the clock was stepped in between: not a latency
+    assert rt.counters.one_step_latency_rejected == 1 and rt.one_step_latency[1].estimate_ns == 0
+
+
+def test_pdelay_resp_turnaround_is_the_late_read_minus_receipt_plus_latency() -> None:
+    rx_ns = 50_000_000_000
+    reads = [rx_ns + 80_000 + i * 1_000_000 for i in range(5)]
+    rt, tr = _runtime(reads)
+    rt.one_step_latency[1] = est = SendLatencyEstimator(min_samples=1)
+    est.add(20_000)
+    hdr = Header(correction_scaled_ns=3 * 65536, two_step=False)
+    resp = PdelayResp(header=hdr, requesting_port_identity=PortIdentity(b"\x02" * 8, 1))
+    rt._send(SendMessage(port=1, message=resp, event=True, one_step=True, request_receipt_ns=rx_ns))
+    out = decode(tr.sent[0])
+    assert isinstance(out, PdelayResp)
+    assert out.header.correction_scaled_ns == 3 * 65536 + (80_000 + 20_000) * 65536
+    assert out.request_receipt_timestamp.to_ns() == 0
+    _stamp(rt, tr, 0, reads[0] + 30_000)  # its kernel stamp feeds the same estimator
+    assert est.accepted == 2
+
+
+def test_pending_one_step_stamps_are_bounded() -> None:
+    from controlplane.runtime import loop
+
+    n = loop.MAX_PENDING_ONE_STEP + 10
+    rt, tr = _runtime([10**10 + i for i in range(n)])
+    for i in range(n):
+        rt._send(_sync(i % 65536))
+    assert len(rt._one_step_sent) == loop.MAX_PENDING_ONE_STEP
