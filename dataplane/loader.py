@@ -496,6 +496,15 @@ class Dataplane:
         assert self.maps is not None
         return {name: self.maps.slot_counters(st.slot) for name, st in self.ports.items()}
 
+    def refresh_clock_offset(self) -> int | None:
+        """Keep tc_ingress's TAI - REALTIME offset current (cheap: two clock reads, one map lookup; a
+        write only when the kernel's TAI offset changed). Returns the new offset (ns) when it wrote one."""
+        assert self.maps is not None
+        new = self.maps.refresh_tai_offset()
+        if new is not None:
+            log.info("dataplane: TAI - REALTIME offset changed, now %d s", new // 1_000_000_000)
+        return new
+
 
 def set_port_config(maps: DataplaneMaps, ifindex: int, **changes) -> PortConfig:
     cur = maps.get_port(ifindex)

@@ -30,6 +30,7 @@ PORT_PRESENT = 0x2
 STAMP_VALID = 0x1
 G_DOMAIN_FILTER = 0x1
 G_TWO_STEP_TC = 0x2
+G_RX_TSTAMP = 0x4      # tc_ingress back-dates to skb->tstamp (tai_minus_rt_ns valid)
 TS_RESIDENCE = 0x1
 TS_GENERAL_PASSED = 0x2
 
@@ -152,7 +153,7 @@ class PtpPortCfg(ctypes.Structure):
 
 class PtpGlobalCfg(ctypes.Structure):
     _fields_ = [("flags", ctypes.c_uint32), ("domain", ctypes.c_uint32), ("stale_age_ns", ctypes.c_uint64),
-                ("egress_priority", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("rt_minus_mono_ns", ctypes.c_int64),
+                ("egress_priority", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("tai_minus_rt_ns", ctypes.c_int64),
                 ("build_id", ctypes.c_uint64)]
 
 
@@ -239,20 +240,23 @@ class PortConfig:
                    rate_ratio=c.rate_ratio_q32 / RATE_ONE_Q32)
 
 
-def rt_minus_mono_ns(tries: int = 5) -> int:
-    """CLOCK_REALTIME - CLOCK_MONOTONIC now, from the tightest of a few bracketed reads. tc_ingress uses
-    it to turn skb->tstamp (the stack's RX stamp, realtime, taken when the sender's veth queued the packet
-    to this port's backlog) into the BPF clock. Constant unless the realtime clock is stepped (a slew moves
-    both clocks alike); the program ignores a converted stamp that lands in the future or > 5 ms back."""
-    best: tuple[int, int] | None = None
+MAX_TAI_OFFSET_NS = 1000 * 1_000_000_000   # a TAI offset beyond +-1000 s is a mistake (it is 37 s since 2017)
+
+
+def tai_minus_rt_ns(tries: int = 5) -> int:
+    """CLOCK_TAI - CLOCK_REALTIME as a whole number of seconds, in ns (the kernel's TAI offset: 0 until
+    someone sets it, 37 s on a host whose NTP daemon does). tc_ingress reads realtime "now" in the
+    program as bpf_ktime_get_tai_ns() minus this, so the age of skb->tstamp (the stack's realtime RX
+    stamp) needs no realtime/monotonic snapshot and is immune to realtime steps and slews. The two clocks
+    are read back to back and rounded to the second (the difference is whole seconds by definition);
+    a read pair that straddles a TAI-offset change is retried."""
     for _ in range(tries):
-        m0 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-        r = time.clock_gettime_ns(time.CLOCK_REALTIME)
-        m1 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-        if best is None or m1 - m0 < best[0]:
-            best = (m1 - m0, r - (m0 + m1) // 2)
-    assert best is not None
-    return best[1]
+        a = time.clock_gettime_ns(time.CLOCK_TAI) - time.clock_gettime_ns(time.CLOCK_REALTIME)
+        b = time.clock_gettime_ns(time.CLOCK_TAI) - time.clock_gettime_ns(time.CLOCK_REALTIME)
+        sa, sb = round(a / 1e9), round(b / 1e9)
+        if sa == sb:
+            return sa * 1_000_000_000
+    return sb * 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -261,6 +265,8 @@ class GlobalConfig:
     two_step_tc: bool = False            # Delay_Req residence into Delay_Resp
     stale_age_ns: int = DEFAULT_STALE_AGE_NS
     egress_priority: int = DEFAULT_EGRESS_PRIORITY   # 0: leave skb->priority alone
+    rx_tstamp: bool = True               # tc_ingress back-dates to skb->tstamp (the stack's RX stamp)
+    tai_minus_rt_ns: int | None = None   # TAI - REALTIME, whole seconds in ns; None: the kernel's, read at write
 
     def validate(self) -> None:
         if self.domain is not None and not 0 <= self.domain <= 255:
@@ -269,21 +275,27 @@ class GlobalConfig:
             raise ValueError(f"stale_age_ns {self.stale_age_ns} outside 1..{MAX_STALE_AGE_NS}")
         if not 0 <= self.egress_priority <= 0xFFFFFFFF:
             raise ValueError(f"egress_priority {self.egress_priority:#x} is not a 32-bit value")
+        if self.tai_minus_rt_ns is not None and (self.tai_minus_rt_ns % 1_000_000_000
+                                                 or abs(self.tai_minus_rt_ns) > MAX_TAI_OFFSET_NS):
+            raise ValueError(f"tai_minus_rt_ns {self.tai_minus_rt_ns} is not a whole number of seconds "
+                             f"within +-{MAX_TAI_OFFSET_NS // 1_000_000_000} s")
 
     def to_c(self) -> PtpGlobalCfg:
         self.validate()
         c = PtpGlobalCfg()
-        c.flags = (G_DOMAIN_FILTER if self.domain is not None else 0) | (G_TWO_STEP_TC if self.two_step_tc else 0)
+        c.flags = ((G_DOMAIN_FILTER if self.domain is not None else 0) | (G_TWO_STEP_TC if self.two_step_tc else 0)
+                   | (G_RX_TSTAMP if self.rx_tstamp else 0))
         c.domain = self.domain or 0
         c.stale_age_ns = self.stale_age_ns
         c.egress_priority = self.egress_priority
-        c.rt_minus_mono_ns = rt_minus_mono_ns()
+        c.tai_minus_rt_ns = tai_minus_rt_ns() if self.tai_minus_rt_ns is None else self.tai_minus_rt_ns
         return c
 
     @classmethod
     def from_c(cls, c: PtpGlobalCfg) -> "GlobalConfig":
         return cls(domain=c.domain if c.flags & G_DOMAIN_FILTER else None, two_step_tc=bool(c.flags & G_TWO_STEP_TC),
-                   stale_age_ns=c.stale_age_ns, egress_priority=c.egress_priority)
+                   stale_age_ns=c.stale_age_ns, egress_priority=c.egress_priority,
+                   rx_tstamp=bool(c.flags & G_RX_TSTAMP))  # the TAI offset is re-read at every write
 
 
 class DataplaneMaps:
@@ -335,6 +347,25 @@ class DataplaneMaps:
         c = PtpGlobalCfg()
         libbpf.map_lookup(self.fds["global_cfg"], ctypes.c_uint32(0), c)
         return c.build_id
+
+    def tai_minus_rt_ns(self) -> int:
+        """The TAI - REALTIME offset (ns, whole seconds) the programs use now."""
+        c = PtpGlobalCfg()
+        libbpf.map_lookup(self.fds["global_cfg"], ctypes.c_uint32(0), c)
+        return c.tai_minus_rt_ns
+
+    def refresh_tai_offset(self) -> int | None:
+        """Re-read the kernel's TAI - REALTIME offset and write it if it changed (someone set the TAI
+        offset, e.g. an NTP daemon at start or a leap second). Costs two clock reads and one map lookup;
+        the daemon may call it every few seconds. Returns the new offset when it wrote one, else None."""
+        c = PtpGlobalCfg()
+        libbpf.map_lookup(self.fds["global_cfg"], ctypes.c_uint32(0), c)
+        now = tai_minus_rt_ns()
+        if c.tai_minus_rt_ns == now:
+            return None
+        c.tai_minus_rt_ns = now
+        libbpf.map_update(self.fds["global_cfg"], ctypes.c_uint32(0), c)
+        return now
 
     def get_global(self) -> GlobalConfig:
         c = PtpGlobalCfg()

@@ -84,8 +84,28 @@ static __always_inline int ptp_key_eq(const struct ptp_key *a, const struct ptp_
 }
 
 /* Latest plausible age of a back-dated ingress stamp (tc_ingress with skb->tstamp); anything older or
- * in the future is a bad conversion (clock stepped since the offset was written) and is ignored. */
+ * in the future is a bad conversion (the TAI offset changed since it was written, a stamp of another
+ * clock) and is ignored. */
 #define PTP_BACKDATE_MAX_NS 5000000ULL
+
+/*
+ * The ingress stamp on the BPF clock (CLOCK_MONOTONIC) for a packet whose realtime RX stamp is rx_rt_ns.
+ * The packet's age is taken on the realtime clock itself, read now in the program as
+ * bpf_ktime_get_tai_ns() - (TAI - REALTIME): that offset is a whole number of seconds that changes only
+ * when the TAI offset is set, so a step or slew of CLOCK_REALTIME between load and now cannot bias the
+ * age (a REALTIME - MONOTONIC offset written at load would carry any later step into every stamp).
+ * Returns mono_now - age, or mono_now when the age is implausible (future, > PTP_BACKDATE_MAX_NS).
+ */
+static __always_inline __u64 ptp_backdate(__u64 mono_now, __u64 rx_rt_ns, __s64 tai_minus_rt_ns, int *used)
+{
+	__u64 rt_now = bpf_ktime_get_tai_ns() - (__u64)tai_minus_rt_ns;
+	__u64 age = rt_now - rx_rt_ns;
+
+	if (rx_rt_ns > rt_now || age > PTP_BACKDATE_MAX_NS || age > mono_now)
+		return mono_now;
+	*used = 1;
+	return mono_now - age;
+}
 
 /* The common ingress action: validate, count, and stamp event messages. Never modifies the packet.
  * rx_rt_ns: the stack's realtime RX stamp of the packet (skb->tstamp at tc ingress), 0 when none; when
@@ -98,7 +118,7 @@ static __always_inline int ptp_ingress_stamp(void *data, void *data_end, __u32 i
 	struct ptp_global_cfg *g;
 	struct ptp_counters *pc;
 	struct ptp_stamp *s;
-	__u64 now, t;
+	__u64 now;
 	__u32 slot;
 	int r;
 
@@ -129,12 +149,12 @@ static __always_inline int ptp_ingress_stamp(void *data, void *data_end, __u32 i
 	if (!s)
 		return r;
 	now = bpf_ktime_get_ns();
-	if (rx_rt_ns && g && g->rt_minus_mono_ns) {
-		t = rx_rt_ns - (__u64)g->rt_minus_mono_ns;
-		if (t <= now && now - t <= PTP_BACKDATE_MAX_NS) {
-			now = t;
+	if (rx_rt_ns && g && (g->flags & PTP_G_RX_TSTAMP)) {
+		int used = 0;
+
+		now = ptp_backdate(now, rx_rt_ns, g->tai_minus_rt_ns, &used);
+		if (used)
 			PTP_COUNT(pc, PTP_C_BACKDATED);
-		}
 	}
 	s->t_ns = now;
 	s->ifindex = ifindex;

@@ -25,6 +25,7 @@
 /* global_cfg.flags */
 #define PTP_G_DOMAIN_FILTER 0x1     /* only global_cfg.domain is handled; others pass untouched */
 #define PTP_G_TWO_STEP_TC   0x2     /* Delay_Req residence goes into the Delay_Resp, not the Delay_Req */
+#define PTP_G_RX_TSTAMP     0x4     /* tc_ingress back-dates to skb->tstamp (tai_minus_rt_ns is valid) */
 /* twostep_val.flags */
 #define PTP_TS_RESIDENCE    0x1     /* corr_scaled holds an event's residence, waiting for its general message */
 #define PTP_TS_GENERAL_PASSED 0x2   /* the general message left first, uncorrected: fix the late event in place */
@@ -106,8 +107,10 @@ struct ptp_global_cfg {
 	__u64 stale_age_ns;     /* ingress stamps older than this are stale */
 	__u32 egress_priority;  /* skb->priority for event messages at egress; 0 = leave alone */
 	__u32 pad;
-	__s64 rt_minus_mono_ns; /* CLOCK_REALTIME - CLOCK_MONOTONIC when written (0 = unknown): converts
-				 * skb->tstamp (the stack's RX stamp, realtime) for tc_ingress */
+	__s64 tai_minus_rt_ns;  /* CLOCK_TAI - CLOCK_REALTIME, a whole number of seconds in ns (the kernel's
+				 * TAI offset; changes only when someone sets it): with bpf_ktime_get_tai_ns()
+				 * it gives realtime "now" in the program, so skb->tstamp (the stack's RX stamp,
+				 * realtime) converts to the BPF clock immune to realtime steps and slews */
 	__u64 build_id;         /* user space only: hash of the C sources that built the programs
 				 * (Dataplane.adopt refuses a dataplane of another build) */
 };

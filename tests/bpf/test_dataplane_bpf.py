@@ -128,6 +128,59 @@ def test_tc_ingress_backdates_to_rx_tstamp(dp, maps, back_ns, backdated):
     assert ctr(maps, LO, "SYNC", Counter.BACKDATED) == int(backdated)
 
 
+def test_tc_ingress_backdate_conversion_is_exact(dp, maps):
+    """The conversion itself (age on the realtime clock via bpf_ktime_get_tai_ns() - (TAI - REALTIME),
+    subtracted from the BPF clock): for a packet whose RX stamp is X ns before a realtime instant read
+    between two monotonic reads, the stamp must lie X ns before the same bracket — to within the
+    bracket (a few us), far tighter than any wrong offset (whole seconds) or a sign error (2X)."""
+    back_ns = 1_234_567
+    worst = None
+    for seq in range(40, 60):           # the tightest of several brackets: immune to a preempted test
+        frame = F.encap("udp4", F.ptp(F.SYNC, seq=seq))
+        m0 = mono_ns()
+        rx_rt = rt_ns() - back_ns
+        m1 = mono_ns()
+        run_tc(dp.prog_fds["tc_ingress"], frame, ifindex=LO, tstamp_ns=rx_rt)
+        s = maps.ingress(key_of(F.SYNC, seq=seq))
+        assert s is not None
+        # true stamp = mono instant of rx_rt = (m0..m1) - back_ns
+        err = (s.t_ns + back_ns) - (m0 + m1) // 2
+        slack = (m1 - m0) // 2
+        if worst is None or abs(err) - slack < worst[0]:
+            worst = (abs(err) - slack, err, m1 - m0)
+    assert worst is not None and worst[0] <= 2_000, f"converted stamp off by {worst[1]} ns (bracket {worst[2]} ns)"
+    assert ctr(maps, LO, "SYNC", Counter.BACKDATED) == 20
+
+
+def test_tc_ingress_uses_the_tai_offset_in_the_map(dp, maps):
+    """The program takes realtime "now" from TAI minus the offset in global_cfg: a wrong offset (as if
+    the TAI offset had changed since it was written) makes every stamp implausible, so none is back-dated;
+    refreshing the offset restores it. Without the flag, nothing is back-dated either."""
+    real = maps.tai_minus_rt_ns()
+    assert real % 1_000_000_000 == 0
+    maps.set_global(GlobalConfig(tai_minus_rt_ns=real + 37_000_000_000))
+    frame = F.encap("udp4", F.ptp(F.SYNC, seq=71))
+    t0 = mono_ns()
+    run_tc(dp.prog_fds["tc_ingress"], frame, ifindex=LO, tstamp_ns=rt_ns() - 300_000)
+    t1 = mono_ns()
+    s = maps.ingress(key_of(F.SYNC, seq=71))
+    assert s is not None and t0 <= s.t_ns <= t1
+    assert ctr(maps, LO, "SYNC", Counter.BACKDATED) == 0
+    assert maps.refresh_tai_offset() == real and maps.refresh_tai_offset() is None
+    run_tc(dp.prog_fds["tc_ingress"], F.encap("udp4", F.ptp(F.SYNC, seq=72)), ifindex=LO, tstamp_ns=rt_ns() - 300_000)
+    assert ctr(maps, LO, "SYNC", Counter.BACKDATED) == 1
+    maps.set_global(GlobalConfig(rx_tstamp=False))
+    run_tc(dp.prog_fds["tc_ingress"], F.encap("udp4", F.ptp(F.SYNC, seq=73)), ifindex=LO, tstamp_ns=rt_ns() - 300_000)
+    assert ctr(maps, LO, "SYNC", Counter.BACKDATED) == 1
+
+
+def test_global_config_rejects_a_tai_offset_that_is_not_whole_seconds():
+    with pytest.raises(ValueError, match="whole number of seconds"):
+        GlobalConfig(tai_minus_rt_ns=1_500_000_000).to_c()
+    with pytest.raises(ValueError, match="whole number of seconds"):
+        GlobalConfig(tai_minus_rt_ns=2000 * 1_000_000_000).to_c()
+
+
 def test_ingress_port_not_configured_is_ignored(dp, maps):
     maps.remove_port(LO)
     frame = F.encap("udp4", F.ptp(F.SYNC))
