@@ -29,6 +29,13 @@ SWTS_KI_SCALE = 0.001
 MAX_KP_NORM_MAX = 1.0
 MAX_KI_NORM_MAX = 2.0
 FREQ_EST_MARGIN = 0.001
+# holdover frequency: the drift estimate averaged over the last this-long of locked samples (PI's
+# integral term alone moves by ki * offset on every sample: with software stamps it wanders by ppm
+# from one Sync to the next). At most HOLDOVER_MAX_SAMPLES are kept.
+HOLDOVER_WINDOW_S = 16.0
+HOLDOVER_MAX_SAMPLES = 2048
+# ... leaving out the first seconds after the first (two-sample) estimate, while PI pulls it in
+HOLDOVER_SETTLE_S = 2.0
 
 
 class ServoState(enum.IntEnum):
@@ -113,6 +120,10 @@ class PiServo:
             self._g = PiGains(kps, base.kp_exponent, base.kp_norm_max, kis, base.ki_exponent, base.ki_norm_max)
         self._drift = -initial_freq_ppb  # linuxptp's sign: positive = local runs fast
         self._last_ppb = self._drift
+        # (local time, _drift) of the locked samples of the last HOLDOVER_WINDOW_S, and their sum
+        self._hold: deque[tuple[int, float]] = deque()
+        self._hold_sum = 0.0
+        self._hold_from_ns: int | None = None  # local time from which samples enter the window
         self._offset = [0, 0]
         self._local = [0, 0]
         self._count = 0
@@ -127,6 +138,7 @@ class PiServo:
         if not interval_s > 0:
             raise ValueError(f"sync interval must be > 0 s, got {interval_s}")
         g = self._g
+        self._interval_s = interval_s
         self.kp = min(g.kp_scale * math.pow(interval_s, g.kp_exponent), g.kp_norm_max / interval_s)
         self.ki = min(g.ki_scale * math.pow(interval_s, g.ki_exponent), g.ki_norm_max / interval_s)
 
@@ -145,9 +157,27 @@ class PiServo:
         self.state = ServoState.UNLOCKED
 
     def holdover_freq_ppb(self) -> float | None:
-        """The frequency to hold without a master: the integral term (the drift estimate) without
-        the proportional term, which only corrected the last offsets. None before any estimate."""
-        return -self._drift if self._has_estimate else None
+        """The frequency to hold without a master: the drift estimate (the integral term, without the
+        proportional term, which only corrected the last offsets) averaged over the locked samples of
+        the last HOLDOVER_WINDOW_S, because the integral term itself moves by ki * offset on every
+        sample (a lab run held +3.5 ppm from one noisy sample and drifted 90 us in 25 s). None before
+        any estimate."""
+        if not self._has_estimate:
+            return None
+        if not self._hold:
+            return -self._drift
+        return -self._hold_sum / len(self._hold)
+
+    def _average_drift(self, local_ts_ns: int) -> None:
+        if self._hold_from_ns is not None and local_ts_ns < self._hold_from_ns:
+            return
+        h = self._hold
+        h.append((local_ts_ns, self._drift))
+        self._hold_sum += self._drift
+        # older than the window, or "newer" than now (the local clock was stepped back)
+        while h and (len(h) > HOLDOVER_MAX_SAMPLES or local_ts_ns - h[0][0] > HOLDOVER_WINDOW_S * 1e9
+                     or h[0][0] > local_ts_ns):
+            self._hold_sum -= h.popleft()[1]
 
     def sample(self, offset_ns: int, local_ts_ns: int, weight: float = 1.0) -> ServoOutput:
         t = self._t
@@ -184,6 +214,10 @@ class PiServo:
                         state = ServoState.LOCKED
                     ppb = self._drift
                     self._count = 2
+                    if not self._has_estimate:  # the first estimate: nothing earlier to average
+                        self._hold.clear()
+                        self._hold_sum = 0.0
+                        self._hold_from_ns = local_ts_ns + int(HOLDOVER_SETTLE_S * 1e9)
                     self._has_estimate = True
         else:
             if t.step_threshold_ns and t.step_threshold_ns < abs(offset_ns):
@@ -198,6 +232,7 @@ class PiServo:
                     ppb = t.max_frequency_ppb
                 else:
                     self._drift += ki_term
+                self._average_drift(local_ts_ns)
                 state = ServoState.LOCKED
         if state in (ServoState.JUMP, ServoState.LOCKED):
             t.first_update = False

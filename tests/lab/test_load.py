@@ -11,8 +11,7 @@ Asserted: the legitimate slave keeps its offset bounded and its Syncs flowing du
 daemon's RSS stays bounded, its drops are counted and logged ("rate limit dropped ..."), the
 management responses the attacker gets are capped near the configured rate, the daemon's port never
 goes FAULTY, and after the floods the slave's pmc (network) still gets answers.
-Port flapping: a ptp-switch OC slave (``ps``) whose link goes down/up every second for 20 s
-(60 s with ``-m slow``): the daemon survives (no traceback, fd count and RSS bounded) and re-locks.
+Port flapping: a ptp-switch OC slave (``ps``) whose link goes down/up every second for 60 s: the daemon survives (no traceback, fd count and RSS bounded) and re-locks.
 Figures are printed (``pytest -s``) and written to /tmp/ptp-switch-load.json.
 """
 
@@ -373,10 +372,12 @@ def _flap_test(make_lab, duration_s: int) -> None:
     opts = {"slaveOnly": "1", "priority1": "200", "pi_proportional_scale": "0.7", "pi_integral_scale": "0.3"}
     ps, plog = _start_daemon(lab, "ps", opts, ["-s", "--lab-truth"], tag="ps")
     try:
-        # flapping starts from a locked slave: SLAVE, then the true error under RELOCK_NS for 5 s in a
-        # row (counting truth lines alone started it before the first lock under CI load: the first-lock
-        # swing then showed as 150 us "during the flapping")
-        deadline = time.monotonic() + 60
+        # flapping starts from a locked slave: SLAVE for 15 s, the true error under RELOCK_NS for the last
+        # 10 s (counting truth lines alone started it before the first lock under CI load: the first-lock
+        # swing then showed as 150 us "during the flapping"). The flaps and the 1 s Announces beat: for
+        # ~20 s at a time every Announce lands in a down half-second and the slave is in holdover on
+        # the frequency it learned here (a 9 s lock held -6 ppm: 117 us after 20 s)
+        deadline = time.monotonic() + 90
         locked = False
         while time.monotonic() < deadline and not locked:
             time.sleep(0.5)
@@ -384,7 +385,7 @@ def _flap_test(make_lab, duration_s: int) -> None:
             t_slave = next((t for t, m in lines if "to SLAVE" in m), None)
             truth = [abs(int(TRUTH.search(m).group(1))) for t, m in lines
                      if t_slave is not None and t > t_slave and TRUTH.search(m)]
-            locked = len(truth) >= 5 and all(e < RELOCK_NS for e in truth[-5:])
+            locked = len(truth) >= 15 and all(e < RELOCK_NS for e in truth[-10:])
         assert locked, plog.read_text(errors="replace")[-3000:]
         pid = ps.pid
         fds0, rss0 = _fds(pid), _rss_kib(pid)
@@ -435,14 +436,9 @@ def _flap_test(make_lab, duration_s: int) -> None:
     assert relock is not None and relock < 20, result
 
 
-def test_port_flapping_every_second_20s(make_lab):
-    _flap_test(make_lab, 20)
-
-
-if __name__ != "__main__":
-    @pytest.mark.long
-    def test_port_flapping_every_second_60s(make_lab):
-        _flap_test(make_lab, 60)
+def test_port_flapping_every_second_for_a_minute(make_lab):
+    """Issue 10 names "a port flapping every second for a minute": 60 flaps, in make test (~80 s)."""
+    _flap_test(make_lab, 60)
 
 
 if __name__ == "__main__":
