@@ -10,13 +10,28 @@ queue and silently drops it once the queue's memory reaches the receive buffer s
 stamps with the default 208 KiB). A unicast server that sends a burst of Syncs (thousands of
 clients, a late loop) lost the TX stamps — so the Follow_Ups — of the tail of each burst; a burst
 of REQUEST_UNICAST_TRANSMISSION on the general socket was dropped the same way.
+
+Unicast sends pass a neighbour gate (``neighbours.py``, on by default, ``neighbour_filter``): a
+message for an on-link address that has no usable ARP/NDP entry is not handed to the kernel (event
+messages never; general messages only as a few rate-limited probes), because such datagrams wait in
+the kernel's neighbour queue for ~3 s charged to this socket's send buffer, and a flood of forged
+unicast clients filled it until the port's multicast Sync failed with EAGAIN. A held send raises
+``TransportError`` (cause EHOSTUNREACH), which the loop counts as a lost unicast send (``tx_dropped``)
+and logs at most once a second; ``neighbour_stats()`` has the gate's counters.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import logging
 import socket
 import struct
+import time
+from typing import Callable
+
+from controlplane.codec.enums import MessageType
+from controlplane.runtime.neighbours import NeighbourGate, NeighbourWatch, Verdict, address_text, pack_address, state_name
 
 from controlplane.runtime.transport import (
     EVENT_PORT,
@@ -42,6 +57,9 @@ PTP_PDELAY_V6 = "ff02::6b"
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 DEFAULT_RCVBUF_BYTES = 4 << 20
 POLL_BATCH = 256  # datagrams / error-queue entries read per wake-up of one socket
+NEIGHBOUR_DRAIN_INTERVAL_NS = 1_000_000  # read pending neighbour notifications at most this often (unicast sends only)
+
+log = logging.getLogger(__name__)
 
 
 def set_receive_buffer(sock: socket.socket, size_bytes: int) -> int:
@@ -91,7 +109,8 @@ class _UdpBase(SocketPair):
 
     def __init__(self, ifname: str, *, timestamping: TimestampMode = TimestampMode.SOFTWARE, ttl: int = 1,
                  event_port: int = EVENT_PORT, general_port: int = GENERAL_PORT,
-                 rcvbuf_bytes: int = DEFAULT_RCVBUF_BYTES) -> None:
+                 rcvbuf_bytes: int = DEFAULT_RCVBUF_BYTES, neighbour_filter: bool = True,
+                 monotonic_ns: Callable[[], int] = time.monotonic_ns) -> None:
         self.ifname = ifname
         self.rcvbuf_bytes = rcvbuf_bytes
         self.timestamping = timestamping
@@ -102,6 +121,11 @@ class _UdpBase(SocketPair):
         self._event: socket.socket | None = None
         self._general: socket.socket | None = None
         self._keys = TxKeyCounter()
+        self.neighbour_filter = neighbour_filter
+        self._monotonic_ns = monotonic_ns
+        self._gate: NeighbourGate | None = None
+        self._watch: NeighbourWatch | None = None
+        self._drained_ns = 0
 
     # -- family specifics (overridden) --
     def _groups(self) -> tuple[str, str]:
@@ -153,6 +177,8 @@ class _UdpBase(SocketPair):
             address = self._dest(pdelay if peer_delay else primary, port)
         else:
             address = self._unicast_dest(dest, port)
+            if self._gate is not None:
+                self._check_neighbour(data, address[0], event)
         try:
             sock.sendto(data, address)
         except OSError as exc:
@@ -165,6 +191,63 @@ class _UdpBase(SocketPair):
         if isinstance(dest, tuple):
             return (dest[0], port) + tuple(dest[2:])
         return self._dest(str(dest), port)
+
+    # -- the neighbour gate --
+    def _opened(self) -> None:
+        if not self.neighbour_filter:
+            return
+        gate = NeighbourGate(self.family, self.ifindex, self._monotonic_ns())
+        watch = NeighbourWatch(gate)
+        try:
+            watch.open()
+        except OSError as exc:  # no rtnetlink here: unicast sends go to the kernel unfiltered
+            watch.close()
+            log.warning("%s: neighbour states unavailable (%s): unicast sends to unresolved addresses not limited",
+                        self.ifname, exc)
+            return
+        self._gate, self._watch = gate, watch
+        self._drained_ns = self._monotonic_ns()
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+        self._gate = self._watch = None
+        super().close()
+
+    def _check_neighbour(self, data: bytes, host: str, event: bool) -> None:
+        """Raise ``TransportError`` (cause EHOSTUNREACH) instead of queueing ``data`` for an on-link
+        ``host`` the kernel cannot reach yet (see the module docs)."""
+        assert self._gate is not None and self._watch is not None
+        packed = pack_address(self.family, host)
+        if packed is None:
+            return  # not an address: the kernel's own error follows
+        now_ns = self._monotonic_ns()
+        if now_ns - self._drained_ns >= NEIGHBOUR_DRAIN_INTERVAL_NS:
+            self._drained_ns = now_ns
+            self._watch.drain()
+        gate = self._gate
+        hop = self._watch.next_hop(packed)
+        if gate.decide(hop, event, now_ns) is Verdict.SEND:
+            return
+        if gate.wants_resolve(hop, now_ns):
+            self._watch.resolve(hop)
+        st = gate.stats
+        try:
+            kind = MessageType(data[0] & 0x0F).name if data else "empty message"
+        except ValueError:
+            kind = f"messageType {data[0] & 0x0F:#x}"
+        via = "" if hop == packed else f" via {address_text(hop)}"
+        cause = OSError(errno.EHOSTUNREACH, f"neighbour {state_name(gate.state(hop))}")
+        raise TransportError(self.ifname, f"unicast {kind} to {host}{via} held, no link-layer address yet "
+                             f"({st.held_event + st.held_general} held, {st.probes} probes sent on this port)", cause) from cause
+
+    def neighbour_stats(self) -> dict[str, int]:
+        """The neighbour gate's counters (empty when the gate is off or unavailable)."""
+        if self._gate is None:
+            return {}
+        out = dict(vars(self._gate.stats))
+        out["netlink_errors"] = self._watch.errors if self._watch is not None else 0
+        return out
 
     def poll(self, fd: int) -> list[TransportEvent]:
         sock = self._poll_socket(fd)
