@@ -21,7 +21,10 @@ send on the socket fails with EAGAIN - including the port's own multicast Sync/F
   NOARP): ``SEND``; destinations the kernel does not send through a neighbour (local, broadcast,
   multicast, unreachable) are not judged here (``SEND``; the kernel reports its own errors);
 * an unresolved next hop (no entry, NONE, INCOMPLETE, FAILED): an *event* message is
-  ``HOLD`` (it would also wait for a TX timestamp that never comes); a *general* message is
+  ``HOLD`` (queued, it would also leave the loop waiting for a TX timestamp that never comes),
+  except that a next hop not FAILED gets one short ``WAIT`` per window (at most ``wait_rate_per_s``,
+  the runtime blocks up to ~10 ms for the kernel's answer: a real peer's first Sync goes out, a
+  forged one costs at most ~50 ms of loop time a second); a *general* message is
   ``SEND`` as a probe - at most ``probe_burst`` per destination per ``probe_interval_ns`` and at
   most ``probe_rate_per_s`` (burst ``probe_global_burst``) in total - else ``HOLD``. So the
   neighbour queues hold at most ~(burst + rate x 3 s) datagrams of this port (~80 by default,
@@ -46,8 +49,10 @@ import enum
 import errno
 import ipaddress
 import os
+import select
 import socket
 import struct
+import time
 from collections import OrderedDict
 from typing import Union
 
@@ -219,13 +224,16 @@ def resolve_request(family: int, ifindex: int, address: bytes, seq: int) -> byte
 
 # --- the pure gate -------------------------------------------------------------------------------
 class Verdict(enum.Enum):
-    SEND = "send"    # resolved, off-link, or a probe within the budget
-    HOLD = "hold"    # unresolved on-link destination: not handed to the kernel
+    SEND = "send"    # resolved, not judged, or a probe within the budget
+    WAIT = "wait"    # an event message to a next hop not yet tried or still resolving: wait briefly for it
+    HOLD = "hold"    # unresolved next hop: not handed to the kernel
 
 
 @dataclasses.dataclass
 class GateStats:
     held_event: int = 0        # event messages not sent: next hop unresolved
+    waits: int = 0             # event sends that waited for a resolution (WAIT)
+    waits_resolved: int = 0    # ... and found the next hop resolved in time
     held_general: int = 0      # general messages not sent: probe budget of the next hop or of the port spent
     probes: int = 0            # general messages sent to an unresolved next hop (they wait in the kernel)
     resolve_requests: int = 0  # NTF_USE requests issued (ARP/ND restarted without a packet)
@@ -239,6 +247,7 @@ class _Probe:
     window_start_ns: int
     sent: int = 0
     resolve_ns: int | None = None
+    waited: bool = False
 
 
 NOT_JUDGED = b""  # next hop of a destination the kernel does not send through a neighbour entry
@@ -255,7 +264,7 @@ class NeighbourGate:
 
     def __init__(self, family: int, ifindex: int, now_ns: int, *, probe_interval_ns: int = 1_000_000_000,
                  probe_burst: int = 3, probe_rate_per_s: float = 16.0, probe_global_burst: int = 32,
-                 max_entries: int = 16384) -> None:
+                 wait_rate_per_s: float = 5.0, wait_burst: int = 10, max_entries: int = 16384) -> None:
         if family not in (socket.AF_INET, socket.AF_INET6):
             raise ValueError(f"address family {family} is not IPv4 or IPv6")
         if probe_interval_ns <= 0 or probe_burst < 1 or max_entries < 1:
@@ -270,6 +279,7 @@ class NeighbourGate:
         self._hops: OrderedDict[bytes, bytes] = OrderedDict()
         self._budget = TokenBucket(probe_rate_per_s, probe_global_burst, now_ns)
         self._resolve_budget = TokenBucket(probe_rate_per_s, probe_global_burst, now_ns)
+        self._wait_budget = TokenBucket(wait_rate_per_s, wait_burst, now_ns)
         self.stats = GateStats()
 
     # -- inputs --
@@ -317,10 +327,17 @@ class NeighbourGate:
         state = self._states.get(next_hop)
         if state is not None and state & NUD_VALID:
             return Verdict.SEND
+        probe = self._probe(next_hop, now_ns)
         if event:
+            # A TX stamp is awaited for it, so it is never queued behind a resolution that may fail. A
+            # next hop without a FAILED entry (not tried yet, or resolving) is worth a short wait once
+            # per window: a legitimate peer answers ARP/ND within a millisecond or so.
+            if (state is None or not state & NudState.FAILED) and not probe.waited and self._wait_budget.take(now_ns):
+                probe.waited = True
+                self.stats.waits += 1
+                return Verdict.WAIT
             self.stats.held_event += 1
             return Verdict.HOLD
-        probe = self._probe(next_hop, now_ns)
         if probe.sent < self.probe_burst and self._budget.take(now_ns):
             probe.sent += 1
             self.stats.probes += 1
@@ -350,7 +367,7 @@ class NeighbourGate:
             while len(self._probes) > self.max_entries:
                 self._probes.popitem(last=False)
         elif now_ns - probe.window_start_ns >= self.probe_interval_ns:
-            probe.window_start_ns, probe.sent = now_ns, 0
+            probe.window_start_ns, probe.sent, probe.waited = now_ns, 0, False
             self._probes.move_to_end(address)
         return probe
 
@@ -488,6 +505,21 @@ class NeighbourWatch:
                     self.gate.apply(rec)
                     n += 1
         return n
+
+    def wait_resolved(self, address: bytes, timeout_s: float) -> bool:
+        """Block up to ``timeout_s`` for a usable neighbour entry for ``address`` (notifications
+        applied as they come); True when it is usable. Used for WAIT only (bounded by the gate)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.drain()
+            state = self.gate.state(address)
+            if state is not None and state & NUD_VALID:
+                self.gate.stats.waits_resolved += 1
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._sock is None:
+                return False
+            select.select([self._sock], [], [], remaining)
 
     def resolve(self, address: bytes) -> None:
         if self._sock is None:

@@ -58,6 +58,7 @@ SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 DEFAULT_RCVBUF_BYTES = 4 << 20
 POLL_BATCH = 256  # datagrams / error-queue entries read per wake-up of one socket
 NEIGHBOUR_DRAIN_INTERVAL_NS = 1_000_000  # read pending neighbour notifications at most this often (unicast sends only)
+NEIGHBOUR_WAIT_S = 0.010  # longest wait for a first-contact peer's ARP/ND answer before an event send (Verdict.WAIT)
 
 log = logging.getLogger(__name__)
 
@@ -227,9 +228,16 @@ class _UdpBase(SocketPair):
             self._watch.drain()
         gate = self._gate
         hop = self._watch.next_hop(packed)
-        if gate.decide(hop, event, now_ns) is Verdict.SEND:
+        verdict = gate.decide(hop, event, now_ns)
+        if verdict is Verdict.SEND:
             return
-        if gate.wants_resolve(hop, now_ns):
+        if verdict is Verdict.WAIT:
+            gate.stats.resolve_requests += 1
+            self._watch.resolve(hop)  # starts ARP/ND if nothing has yet; harmless while it runs
+            if self._watch.wait_resolved(hop, NEIGHBOUR_WAIT_S):
+                return
+            gate.stats.held_event += 1
+        elif gate.wants_resolve(hop, now_ns):
             self._watch.resolve(hop)
         st = gate.stats
         try:
