@@ -17,7 +17,9 @@ from controlplane.codec.types import PortIdentity, Timestamp
 from controlplane.core.actions import SendMessage
 from controlplane.runtime.loop import (
     CORRECTION_FIELD_OFFSET,
+    ONE_STEP_LOG_AFTER,
     ORIGIN_TIMESTAMP_OFFSET,
+    OneStepLatency,
     Runtime,
     SendLatencyEstimator,
 )
@@ -61,6 +63,31 @@ def test_bounds_edges_are_accepted() -> None:
 def test_bad_estimator_bounds_raise(kw: dict) -> None:
     with pytest.raises(ValueError):
         SendLatencyEstimator(**kw)
+
+
+# ---- classes by idle gap ------------------------------------------------------------------------
+def test_latency_is_learned_per_idle_class() -> None:
+    lat = OneStepLatency((1_000_000, 20_000_000), window=5, min_samples=2)
+    assert [lat.class_of(g) for g in (0, 999_999, 1_000_000, 19_999_999, 20_000_000, 10**12)] == [0, 0, 1, 1, 2, 2]
+    assert lat.estimate_ns(125_000_000) == 0 and not lat.ready
+    for v in (45_000, 47_000, 46_000):
+        lat.add(v, 125_000_000)  # a Sync after 125 ms idle: cold caches
+    assert lat.estimate_ns(125_000_000) == 46_000
+    assert lat.estimate_ns(50_000) == 46_000  # its own class is empty: the nearest class that has one
+    for v in (24_000, 22_000):
+        lat.add(v, 50_000)  # a Sync right after the Announce: the fast kind
+    assert lat.estimate_ns(50_000) == 22_000 and lat.estimate_ns(125_000_000) == 46_000
+    assert lat.estimate_ns(5_000_000) == 22_000  # class 1 empty: classes 0 and 2 equally near, the lower first
+    assert lat.accepted == 5 and "46.0 us after idle >= 20 ms (3)" in lat.describe()
+
+
+@pytest.mark.parametrize("bounds", [(), (0,), (5, 5), (20, 10), (-1, 10)])
+def test_bad_gap_bounds_raise(bounds: tuple) -> None:
+    if bounds == ():
+        assert OneStepLatency(()).class_of(10**9) == 0  # one class for every gap: allowed
+        return
+    with pytest.raises(ValueError):
+        OneStepLatency(bounds)
 
 
 # ---- the runtime's one-step path ------------------------------------------------------------------
@@ -108,7 +135,8 @@ class _Node:
 
 def _runtime(reads: list[int]) -> tuple[Runtime, _Recorder]:
     tr = _Recorder()
-    rt = Runtime(_Node(), {1: tr}, clock=_ScriptClock(reads), monotonic_ns=lambda: 5 * 10**9)  # type: ignore[arg-type]
+    mono = iter(range(10**12, 10**13, 125_000_000))  # every monotonic read 125 ms after the last: all sends "after idle"
+    rt = Runtime(_Node(), {1: tr}, clock=_ScriptClock(reads), monotonic_ns=lambda: next(mono))  # type: ignore[arg-type]
     rt._open.add(1)
     return rt, tr
 
@@ -142,37 +170,41 @@ def test_sync_origin_timestamp_is_the_late_clock_read() -> None:
 
 
 def test_learned_latency_goes_into_the_next_syncs_correction(caplog: pytest.LogCaptureFixture) -> None:
-    written = [10_000_000_000 + i * 125_000_000 for i in range(6)]
+    n = ONE_STEP_LOG_AFTER + 10
+    written = [10_000_000_000 + i * 125_000_000 for i in range(n + 1)]
     rt, tr = _runtime(written)
     lat = [21_000, 25_000, 23_000, 400_000, 22_000]  # ns after the clock read; one slow send
     caplog.set_level(logging.INFO, logger="ptp-switch")
     for i, d in enumerate(lat):
         rt._send(_sync(i))
         _stamp(rt, tr, i, written[i] + d)
-    est = rt.one_step_latency[1]
-    assert est.estimate_ns == 23_000  # median_low of the five
+    assert rt.one_step_latency[1].estimate_ns(10**9) == 23_000  # median_low of the five
     assert rt.counters.one_step_tx_timestamps == 5 and rt.counters.tx_timestamps_unmatched == 0
     rt._send(_sync(5, correction_scaled_ns=1000))
-    last = decode(tr.sent[5])
-    assert last.origin_timestamp.to_ns() == written[5]
-    assert last.header.correction_scaled_ns == 1000 + 23_000 * 65536
+    sixth = decode(tr.sent[5])
+    assert sixth.origin_timestamp.to_ns() == written[5]
+    assert sixth.header.correction_scaled_ns == 1000 + 23_000 * 65536
+    _stamp(rt, tr, 5, written[5] + 23_000)
+    for i in range(6, n):
+        rt._send(_sync(i))
+        _stamp(rt, tr, i, written[i] + 23_000)
     lines = [r.getMessage() for r in caplog.records if "one-step send latency" in r.getMessage()]
-    assert len(lines) == 1 and "port 1 (eth9)" in lines[0] and "us" in lines[0], lines  # logged once
+    assert len(lines) == 1 and "port 1 (eth9)" in lines[0] and "23.0 us" in lines[0], lines  # logged once
 
 
 def test_a_stamp_before_the_read_is_rejected_and_counted() -> None:
     rt, tr = _runtime([10_000_000_000])
     rt._send(_sync(1))
     _stamp(rt, tr, 0, 10_000_000_000 - 5_000)  # the clock was stepped in between: not a latency
-    assert rt.counters.one_step_latency_rejected == 1 and rt.one_step_latency[1].estimate_ns == 0
+    assert rt.counters.one_step_latency_rejected == 1 and rt.one_step_latency[1].estimate_ns(10**9) == 0
 
 
 def test_pdelay_resp_turnaround_is_the_late_read_minus_receipt_plus_latency() -> None:
     rx_ns = 50_000_000_000
     reads = [rx_ns + 80_000 + i * 1_000_000 for i in range(5)]
     rt, tr = _runtime(reads)
-    rt.one_step_latency[1] = est = SendLatencyEstimator(min_samples=1)
-    est.add(20_000)
+    rt.one_step_latency[1] = lat = OneStepLatency((), min_samples=1)
+    lat.add(20_000, 10**9)
     hdr = Header(correction_scaled_ns=3 * 65536, two_step=False)
     resp = PdelayResp(header=hdr, requesting_port_identity=PortIdentity(b"\x02" * 8, 1))
     rt._send(SendMessage(port=1, message=resp, event=True, one_step=True, request_receipt_ns=rx_ns))
@@ -181,7 +213,7 @@ def test_pdelay_resp_turnaround_is_the_late_read_minus_receipt_plus_latency() ->
     assert out.header.correction_scaled_ns == 3 * 65536 + (80_000 + 20_000) * 65536
     assert out.request_receipt_timestamp.to_ns() == 0
     _stamp(rt, tr, 0, reads[0] + 30_000)  # its kernel stamp feeds the same estimator
-    assert est.accepted == 2
+    assert lat.accepted == 2
 
 
 def test_pending_one_step_stamps_are_bounded() -> None:
