@@ -279,13 +279,13 @@ def test_floods_keep_the_legitimate_slave_served(make_lab):
 
 
 if __name__ != "__main__":
-    @pytest.mark.long
-    @pytest.mark.xfail(strict=True, reason="KNOWN WEAKNESS, measured: unicast_listen without unicast_allow grants forged "
-                       "REQUESTs; each grant streams Sync/Announce/Delay_Resp (up to 2^-7 s) to an address that never "
-                       "answers ARP, those sends wait in the kernel's neighbour queues and fill the socket buffers, and "
-                       "the multicast slave loses its Syncs (EAGAIN) for the flood's duration. Fix: an allow-list "
-                       "(SECURITY.md), or unicast sends on their own sockets / grant only after a first contact")
+    @pytest.mark.slow
     def test_floods_without_allow_list_keep_the_slave_served(make_lab):
+        """unicast_listen without unicast_allow: forged REQUESTs get grants, and each grant streams
+        Sync/Announce/Delay_Resp to an address that never answers ARP. Those datagrams used to wait in
+        the kernel's neighbour queues charged to the port's sockets until their send buffers were full
+        (EAGAIN) and the multicast slave lost its Syncs for the flood's duration (a strict xfail until
+        the UDP transports' neighbour gate, controlplane/runtime/neighbours.py)."""
         _flood_test(make_lab, {}, "floods_no_allow_list")
 
 
