@@ -195,21 +195,23 @@ def section_residence(ctx: Ctx) -> Section:
         sec.tables.append(links)
     sec.status = MEASURED if all("reason" not in r for r in sec.rows) else PARTIAL
     sec.notes = [
-        "error = correction added by the switch (Sync + Follow_Up correctionField out - in) - true residence "
-        "(Sync seen leaving the downstream port - Sync seen entering the upstream port, tcpdump taps in the switch's "
-        "namespace; one kernel clock). For P2P the true upstream link delay is added to the expected value.",
+        "error = correction added by the switch (Sync + Follow_Up correctionField out - in) - true time, where the true "
+        "time of switch k = the message's arrival at the NEXT node (the stack's RX stamp there: the wire, on veth) - its "
+        "arrival at switch k. So each hop's error includes the time after its egress stamp until the next node "
+        "receives the frame (the part a transparent clock cannot correct and the slave inherits); summed over the hops "
+        "it is the slave's Sync error. P2P rows: the correction covers the upstream link, the true time the downstream "
+        "link (alike on veth).",
         "A plain bridge adds nothing, so its error is minus its residence. Boundary clocks re-time (no forwarded Sync) and are not listed.",
         "Delay_Req rows (E2E TCs): the same per switch in the slave -> GM direction (a one-step TC puts the residence into the "
         "Delay_Req itself, ptp4l's two-step TC into the matching Delay_Resp: both are counted); this direction has no queue.",
-        "What no row shows: waiting *before* a switch's ingress stamp. The RX taps carry the stack's receive stamp "
-        "(skb->tstamp, taken when the sender's veth queued the frame); the dataplane's default on veth (tc ingress "
-        "back-dated to that stamp) starts its residence there too. With XDP ingress on veth the frame first waits in the "
-        "veth's NAPI ring, which both the dataplane and these taps count as link delay (the link table below): not "
-        "symmetric under cross traffic, it reaches the slave's error.",
-        "The taps are not exactly the dataplane's stamp points (tc egress runs before the qdisc and the TX tap; XDP, when "
-        "used, before the RX tap), so a few hundred ns of the error can be measurement geometry. Pooled over all switches of the run.",
-        "Command: the tcpdump lines are in section 1's lab (bench/scenarios_capture.py: "
-        "`tcpdump -i PORT -w F -U -s 256 -n --time-stamp-precision=nano 'udp port 319 or udp port 320 or ether proto 0x88f7'`).",
+        "Taps are RX-only (AF_PACKET with PACKET_IGNORE_OUTGOING, SO_TIMESTAMPNS: python -m bench.scenarios_capture rx "
+        "IF FILE), on the GM, both ports of every switch and the slave, so the kernel never runs them on transmit. "
+        "Until 2026-11-21 17:40 UTC the bench used tcpdump in both directions: a TX tap (clone, filter, copy, wake-up "
+        "in dev_queue_xmit_nit) runs after the eBPF TC's tc-egress stamp but before ptp4l's software TX stamp "
+        "(veth_xmit), so it added error to the eBPF TC's slave and not to ptp4l's (2026-11-21 17:15-17:40, 4 hops, "
+        "3 runs each: eBPF TC slave rms median 12.4 us with tcpdump taps, 4.2 us with no taps).",
+        "The RX stamp a tap records is the one the dataplane back-dates its ingress stamp to (within 40-170 ns, "
+        "2026-11-21 17:15 run), so waiting before a switch's ingress stamp is not hidden either: it is in the hop before.",
     ]
     return sec
 

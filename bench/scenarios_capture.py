@@ -1,24 +1,35 @@
 """Per-hop residence time and its error, measured from packet captures around each switch.
 
-tcpdump runs on the grandmaster's port and on both ports of every switch on the GM -> first-slave
-path. All namespaces share one kernel clock, so a capture's timestamps are comparable across nodes:
-- true residence of a Sync in switch k = t(Sync leaves k's downstream port) - t(Sync enters k's
-  upstream port), both taken at the packet taps (AF_PACKET: RX tap after XDP, TX tap after the qdisc,
-  just before the veth transmits);
-- true link delay into switch k = t(Sync enters k) - t(Sync leaves the upstream node);
-- correction added by switch k = (Sync + Follow_Up correctionField leaving k) - (... entering k);
-- error = added - true residence (E2E TC), or added - (true residence + true link delay) (P2P TC,
-  which also adds the upstream link's peer delay).
-The taps are not exactly where the dataplane stamps (XDP runs just before the RX tap, tc egress
-just before the qdisc), so a few microseconds of the error can be measurement geometry.
+Taps run on the grandmaster's port, both ports of every switch on the GM -> first-slave path and
+(RX-only mode, the bench's default) the first slave's port. All namespaces share one kernel clock,
+so a capture's timestamps are comparable across nodes.
+
+RX-only taps (``Captures(rx_only=True)``; ``python -m bench.scenarios_capture rx IF FILE``): each tap
+records frames ARRIVING on its port with the stack's RX stamp (skb->tstamp), and the kernel skips it on
+transmit (PACKET_IGNORE_OUTGOING), so no tap runs between a switch's egress stamp and the wire. A
+message leaves switch k when it arrives at the next node: true time of switch k = arrival at the next
+node - arrival at k (residence + the link after k's egress stamp, which is what the slave inherits).
+
+tcpdump taps (``rx_only=False``, both directions): true residence = t(leaves k's downstream port, TX
+tap in dev_queue_xmit_nit) - t(enters k's upstream port, RX tap). A TX tap clones, filters, copies and
+wakes tcpdump after a tc-egress stamp but before ptp4l's software TX stamp (veth_xmit), so it adds
+error to an eBPF TC and not to ptp4l: not used for the slave comparison any more.
+
+In both: correction added by switch k = (Sync + Follow_Up correctionField leaving k) - (... entering k);
+error = added - true (E2E TC), or added - (true + true link delay) (P2P TC with TX taps).
 
 Decoding uses the project's codec (controlplane.codec.pcap / frames / header).
 """
 
 from __future__ import annotations
 
+import ctypes
+import pathlib
 import signal
+import socket
+import struct
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +43,7 @@ DELAY_REQ = 0x1
 FOLLOW_UP = 0x8
 DELAY_RESP = 0x9
 CAPTURE_FILTER = "udp port 319 or udp port 320 or ether proto 0x88f7"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -206,28 +218,41 @@ def link_delays(ports: list[tuple[str, list[Seen], list[Seen]]], source: bytes |
 
 
 class Captures:
-    """tcpdump on (node, ifname) points of a lab; ``stop()`` then ``read(node, ifname)``."""
+    """Packet taps on (node, ifname) points of a lab; ``stop()`` then ``read(node, ifname)``.
 
-    def __init__(self, lab: Any, points: list[tuple[str, str]], snaplen: int = 256) -> None:
+    ``rx_only=True`` (what the bench uses): ``python -m bench.scenarios_capture rx IF FILE`` on each point,
+    an AF_PACKET socket with PACKET_IGNORE_OUTGOING, so the kernel skips it on transmit
+    (dev_queue_xmit_nit) and the tap adds no work between a switch's egress stamp and the wire; it
+    records each arriving PTP frame with the stack's RX stamp (skb->tstamp, SO_TIMESTAMPNS), the same
+    stamp the dataplane back-dates to. ``rx_only=False``: tcpdump, both directions (its TX tap clones,
+    filters, copies and wakes tcpdump *after* a tc-egress stamp but *before* ptp4l's software TX stamp
+    in veth_xmit, so it adds error to an eBPF TC and not to ptp4l)."""
+
+    def __init__(self, lab: Any, points: list[tuple[str, str]], snaplen: int = 256, *, rx_only: bool = False) -> None:
         self.lab = lab
         self.points = points
+        self.rx_only = rx_only
         self.procs: dict[tuple[str, str], subprocess.Popen[Any]] = {}
         self.paths = {}
         self.commands: list[str] = []
         for node, ifname in points:
             path = lab.workdir / f"cap-{node}-{ifname}.pcap"
-            argv = ["tcpdump", "-i", ifname, "-w", str(path), "-U", "-s", str(snaplen), "-n",
-                    "--time-stamp-precision=nano", CAPTURE_FILTER]
-            self.procs[(node, ifname)] = lab.popen(node, argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            if rx_only:
+                argv = [sys.executable, "-m", "bench.scenarios_capture", "rx", ifname, str(path), str(snaplen)]
+            else:
+                argv = ["tcpdump", "-i", ifname, "-w", str(path), "-U", "-s", str(snaplen), "-n",
+                        "--time-stamp-precision=nano", CAPTURE_FILTER]
+            self.procs[(node, ifname)] = lab.popen(node, argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                                   cwd=str(ROOT))
             self.paths[(node, ifname)] = path
             self.commands.append(f"ip netns exec {lab.ns(node)} " + " ".join(
-                a if " " not in a else repr(a) for a in argv))
+                a if " " not in a else repr(a) for a in argv).replace(sys.executable, "python"))
 
     def stop(self) -> None:
         for p in self.procs.values():
             if p.poll() is None:
                 try:
-                    p.send_signal(signal.SIGINT)  # `ip netns exec` passes it on; tcpdump flushes
+                    p.send_signal(signal.SIGINT)  # `ip netns exec` passes it on; the tap flushes
                 except ProcessLookupError:
                     pass
         for p in self.procs.values():
@@ -245,3 +270,75 @@ class Captures:
         if len(data) < 24:
             return []
         return read_ptp(data)
+
+
+# -- the RX-only tap (runs inside the namespace) ---------------------------------------------------
+PACKET_IGNORE_OUTGOING = 23      # linux/if_packet.h, kernel >= 4.20
+SO_TIMESTAMPNS = 35
+SO_ATTACH_FILTER = 26
+ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+
+
+def _cbpf(expr: str) -> bytes:
+    """The classic BPF program for a pcap filter expression (``tcpdump -ddd``), packed for SO_ATTACH_FILTER."""
+    out = subprocess.run(["tcpdump", "-ddd", "-y", "EN10MB", expr], capture_output=True, text=True, check=True).stdout.split()
+    n, vals = int(out[0]), [int(x) for x in out[1:]]
+    return b"".join(struct.pack("HBBI", *vals[4 * i:4 * i + 4]) for i in range(n))
+
+
+def capture_rx(ifname: str, path: str, snaplen: int = 256, expr: str = CAPTURE_FILTER) -> int:
+    """Write every arriving frame that matches ``expr`` to a nanosecond pcap until SIGINT/SIGTERM."""
+    prog = _cbpf(expr)
+    buf = ctypes.create_string_buffer(prog)
+    fprog = struct.pack("HL", len(prog) // 8, ctypes.addressof(buf))
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+    sock.bind((ifname, ETH_P_ALL))
+    stop = [False]
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop[0] = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    sock.settimeout(0.2)
+    n = 0
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, snaplen, 1))
+        f.flush()
+        while not stop[0]:
+            try:
+                data, anc, _, addr = sock.recvmsg(65536, 64)
+            except (socket.timeout, InterruptedError):
+                continue
+            if addr[2] == socket.PACKET_OUTGOING:
+                continue
+            t_ns = None
+            for level, typ, raw in anc:
+                if level == socket.SOL_SOCKET and typ == SO_TIMESTAMPNS:
+                    sec, nsec = struct.unpack("qq", raw[:16])
+                    t_ns = sec * 1_000_000_000 + nsec
+            if t_ns is None:
+                continue
+            cut = data[:snaplen]
+            f.write(struct.pack("<IIII", t_ns // 1_000_000_000, t_ns % 1_000_000_000, len(cut), len(data)) + cut)
+            f.flush()
+            n += 1
+    return n
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) in (3, 4) and argv[0] == "rx":
+        n = capture_rx(argv[1], argv[2], int(argv[3]) if len(argv) == 4 else 256)
+        print(f"captured {n}", file=sys.stderr)
+        return 0
+    print("usage: python -m bench.scenarios_capture rx IFNAME FILE.pcap [SNAPLEN]", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

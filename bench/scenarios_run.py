@@ -357,6 +357,9 @@ def _ptp_switch_exe() -> str:
     return str(exe)
 
 
+RX_ONLY_TAPS = True  # see bench.scenarios_capture.Captures: TX taps sit after a tc-egress stamp, not after ptp4l's
+
+
 def _start_captures(lab: Any, spec: ChainSpec) -> Any:
     from bench.scenarios_capture import Captures
 
@@ -365,8 +368,10 @@ def _start_captures(lab: Any, spec: ChainSpec) -> Any:
     for i, sw in enumerate(spec.switches, start=1):
         points.append((sw, lab.ifname(sw, path[i - 1])))
         points.append((sw, lab.ifname(sw, path[i + 1])))
-    caps = Captures(lab, points)
-    time.sleep(0.5)  # let tcpdump open its sockets
+    if RX_ONLY_TAPS:
+        points.append((path[-1], lab.ifname(path[-1], path[-2])))
+    caps = Captures(lab, points, rx_only=RX_ONLY_TAPS)
+    time.sleep(1.0 if RX_ONLY_TAPS else 0.5)  # let the taps open their sockets
     return caps
 
 
@@ -376,6 +381,8 @@ def _analyse_captures(caps: Any, spec: ChainSpec) -> tuple[list[Any], list[Any],
     from bench.scenarios_capture import delay_req_residences, hop_residences, link_delays, slave_source
 
     path = ["gm", *spec.switches, spec.slave_names[0]]
+    if caps.rx_only:
+        return _analyse_rx_captures(caps, spec, path)
     gm_out = caps.read("gm", caps.points[0][1])
     points, reverse = [], []
     for i, sw in enumerate(spec.switches, start=1):
@@ -393,6 +400,35 @@ def _analyse_captures(caps: Any, spec: ChainSpec) -> tuple[list[Any], list[Any],
         far = [up for (_, up, _) in points]
         links = link_delays([(f"{n}->{path[i + 1]}", seen, far[i]) for i, (n, seen) in enumerate(near[:-1])], src)
     return fwd, rev, links
+
+
+def _analyse_rx_captures(caps: Any, spec: ChainSpec, path: list[str]) -> tuple[list[Any], list[Any], list[Any]]:
+    """RX-only taps: a message "leaves" switch k when it arrives at the next node (the stack's RX stamp
+    there, i.e. the wire on veth), so each hop's true time is its residence plus the link after its
+    egress stamp — exactly what the slave inherits from that hop."""
+    from bench.scenarios_capture import DELAY_RESP, delay_req_residences, hop_residences, slave_source
+
+    lab = caps.lab
+    from_up = {}    # node -> seen arriving from the GM side
+    from_down = {}  # node -> seen arriving from the slave side
+    from_down["gm"] = caps.read("gm", lab.ifname("gm", path[1]))
+    for i, sw in enumerate(spec.switches, start=1):
+        from_up[sw] = caps.read(sw, lab.ifname(sw, path[i - 1]))
+        from_down[sw] = caps.read(sw, lab.ifname(sw, path[i + 1]))
+    from_up[path[-1]] = caps.read(path[-1], lab.ifname(path[-1], path[-2]))
+    points = [(sw, from_up[sw], from_up[path[i + 1]]) for i, sw in enumerate(spec.switches, start=1)]
+    # P2P: the hop's true time counts the downstream link, its correction the upstream link (alike on veth)
+    fwd = hop_residences(points, [], p2p=False)
+    rev = []
+    if spec.impl in (Impl.PTPS_E2E, Impl.LINUXPTP_E2E):
+        src = slave_source(from_down[spec.switches[-1]])
+        reverse = []
+        for i, sw in enumerate(spec.switches, start=1):
+            resp_at = [x for x in from_up[sw] if x.msg_type == DELAY_RESP]          # Delay_Resp entering sw
+            resp_next = [x for x in from_up[path[i + 1]] if x.msg_type == DELAY_RESP]  # ... and leaving it
+            reverse.append((sw, from_down[sw] + resp_next, from_down[path[i - 1]] + resp_at))
+        rev = delay_req_residences(reverse, source=src)
+    return fwd, rev, []
 
 
 def _collect_switches(lab: Any, spec: ChainSpec, handles: list[_SwitchHandle], hops: list[Any]) -> list[SwitchResult]:
