@@ -28,10 +28,20 @@ import logging
 import socket
 import struct
 import time
+from collections import OrderedDict
 from typing import Callable
 
 from controlplane.codec.enums import MessageType
-from controlplane.runtime.neighbours import NeighbourGate, NeighbourWatch, Verdict, address_text, pack_address, state_name
+from controlplane.runtime.neighbours import (
+    NOT_JUDGED,
+    NUD_VALID,
+    NeighbourGate,
+    NeighbourWatch,
+    Verdict,
+    address_text,
+    pack_address,
+    state_name,
+)
 
 from controlplane.runtime.transport import (
     EVENT_PORT,
@@ -58,6 +68,7 @@ SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 DEFAULT_RCVBUF_BYTES = 4 << 20
 POLL_BATCH = 256  # datagrams / error-queue entries read per wake-up of one socket
 NEIGHBOUR_DRAIN_INTERVAL_NS = 1_000_000  # read pending neighbour notifications at most this often (unicast sends only)
+MAX_HELD_TRACKED = 4096  # unicast hosts remembered by unreachable_destinations() (least recent forgotten)
 NEIGHBOUR_WAIT_S = 0.010  # longest wait for a first-contact peer's ARP/ND answer before an event send (Verdict.WAIT)
 
 log = logging.getLogger(__name__)
@@ -127,6 +138,7 @@ class _UdpBase(SocketPair):
         self._gate: NeighbourGate | None = None
         self._watch: NeighbourWatch | None = None
         self._drained_ns = 0
+        self._held_since: OrderedDict[str, int] = OrderedDict()  # unicast host -> first hold of its current run
 
     # -- family specifics (overridden) --
     def _groups(self) -> tuple[str, str]:
@@ -230,11 +242,15 @@ class _UdpBase(SocketPair):
         hop = self._watch.next_hop(packed)
         verdict = gate.decide(hop, event, now_ns)
         if verdict is Verdict.SEND:
+            state = gate.state(hop)
+            if hop == NOT_JUDGED or (state is not None and state & NUD_VALID):  # not a mere probe
+                self._held_since.pop(host, None)
             return
         if verdict is Verdict.WAIT:
             gate.stats.resolve_requests += 1
             self._watch.resolve(hop)  # starts ARP/ND if nothing has yet; harmless while it runs
             if self._watch.wait_resolved(hop, NEIGHBOUR_WAIT_S):
+                self._held_since.pop(host, None)
                 return
             gate.stats.held_event += 1
         elif gate.wants_resolve(hop, now_ns):
@@ -244,10 +260,20 @@ class _UdpBase(SocketPair):
             kind = MessageType(data[0] & 0x0F).name if data else "empty message"
         except ValueError:
             kind = f"messageType {data[0] & 0x0F:#x}"
+        if host not in self._held_since:
+            self._held_since[host] = now_ns
+            while len(self._held_since) > MAX_HELD_TRACKED:
+                self._held_since.popitem(last=False)
         via = "" if hop == packed else f" via {address_text(hop)}"
         cause = OSError(errno.EHOSTUNREACH, f"neighbour {state_name(gate.state(hop))}")
         raise TransportError(self.ifname, f"unicast {kind} to {host}{via} held, no link-layer address yet "
                              f"({st.held_event + st.held_general} held, {st.probes} probes sent on this port)", cause) from cause
+
+    def unreachable_destinations(self, now_ns: int, min_held_ns: int = 5_000_000_000) -> list[str]:
+        """Unicast hosts whose every send for at least ``min_held_ns`` was held (no link-layer address),
+        oldest first: what the unicast service should stop serving (cancel their grants). ``now_ns`` on
+        the clock given as ``monotonic_ns``. A successful send to a host takes it off the list."""
+        return [h for h, since in self._held_since.items() if now_ns - since >= min_held_ns]
 
     def neighbour_stats(self) -> dict[str, int]:
         """The neighbour gate's counters (empty when the gate is off or unavailable)."""
