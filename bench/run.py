@@ -48,7 +48,9 @@ class Ctx:
     def __init__(self, args: argparse.Namespace) -> None:
         self.quick: bool = args.quick
         self.duration_s: float = args.duration or (12.0 if args.quick else 30.0)
-        self.hops: tuple[int, ...] = (1,) if args.quick else (1, 2, 4)
+        self.hops: tuple[int, ...] = getattr(args, "hops", None) or ((1,) if args.quick else (1, 2, 4))
+        self.impls: tuple[Impl, ...] | None = getattr(args, "impls", None)
+        self.subset = bool(self.impls or getattr(args, "hops", None))  # a partial section 1: latest.md and the latest plot stay
         self.out: pathlib.Path = args.out
         self.chains: list[Any] = []  # section 1 results, reused by section 2 and the plot
         self.workdir = pathlib.Path(f"/tmp/ptp-switch-bench-{os.getpid()}")
@@ -68,7 +70,7 @@ def section_hops(ctx: Ctx) -> Section:
         Column("mean_ns", "offset mean", "ns"), Column("delay_ns", "mean path delay", "ns"),
         Column("first_s", "first offset after", "s"),
     ])
-    impls = SECTION1_IMPLS if not ctx.quick else (Impl.BRIDGE, Impl.PTPS_E2E, Impl.LINUXPTP_E2E)
+    impls = ctx.impls or (SECTION1_IMPLS if not ctx.quick else (Impl.BRIDGE, Impl.PTPS_E2E, Impl.LINUXPTP_E2E))
     total = len(impls) * len(ctx.hops)
     k = 0
     for hops in ctx.hops:
@@ -364,7 +366,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", default="", metavar="N,M", help="run only these sections (1..6)")
     p.add_argument("--duration", type=float, default=None, metavar="S", help="measuring window per section-1 row")
     p.add_argument("--out", type=pathlib.Path, default=RESULTS, metavar="DIR", help="report directory (default bench/results)")
+    p.add_argument("--hops", default="", metavar="N,M", help="section 1: only these hop counts (1..8; default 1,2,4)")
+    p.add_argument("--impls", default="", metavar="A,B",
+                   help=f"section 1: only these implementations ({','.join(i.value for i in SECTION1_IMPLS)})")
     args = p.parse_args(argv)
+    try:
+        args.hops = tuple(sorted({int(x) for x in args.hops.split(",") if x.strip()})) or None
+    except ValueError:
+        p.error(f"--hops {args.hops!r}: comma-separated hop counts 1..8")
+    if args.hops and not all(1 <= h <= 8 for h in args.hops):
+        p.error("--hops: hop counts are 1..8")
+    try:
+        args.impls = tuple(Impl(x.strip()) for x in args.impls.split(",") if x.strip()) or None
+    except ValueError:
+        p.error(f"--impls {args.impls!r}: choose from {', '.join(i.value for i in SECTION1_IMPLS)}")
     try:
         args.sections = sorted({int(x) for x in args.only.split(",") if x.strip()}) or sorted(SECTIONS)
     except ValueError:
@@ -410,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
                         "time (the load lines above): figures are single runs on a shared 2-vCPU VM.")
     if ctx.chains:
         _plot(ctx, report)
-    paths = write_report(report, ctx.out, update_latest=not ctx.quick)
+    paths = write_report(report, ctx.out, update_latest=not ctx.quick and not ctx.subset)
     (ctx.out / f"{report.stem}-samples.json").write_text(json.dumps(
         [_chain_json(r) for r in ctx.chains], default=str) + "\n")
     for p in paths:
@@ -436,7 +451,7 @@ def _plot(ctx: Ctx, report: Report) -> None:
         return
     name = f"{report.stem}-offsets.png"
     plot_offsets(series, ctx.out / name, title=f"slave error through {hops} congested hop(s), {report.started_utc}")
-    if not ctx.quick:
+    if not ctx.quick and not ctx.subset:
         plot_offsets(series, ctx.out / "latest-offsets.png", title=f"slave error through {hops} congested hop(s), {report.started_utc}")
     report.notes.append(f"plot: {name} (|offset| over time, log scale, {hops} hop(s))")
 
