@@ -54,7 +54,7 @@ import socket
 import struct
 import time
 from collections import OrderedDict
-from typing import Union
+from typing import Hashable, Union
 
 from controlplane.runtime.ratelimit import TokenBucket
 
@@ -276,7 +276,7 @@ class NeighbourGate:
         self.max_entries = max_entries
         self._states: OrderedDict[bytes, int] = OrderedDict()
         self._probes: OrderedDict[bytes, _Probe] = OrderedDict()
-        self._hops: OrderedDict[bytes, bytes] = OrderedDict()
+        self._hops: OrderedDict[Hashable, bytes] = OrderedDict()  # destination (packed or text) -> next hop
         self._budget = TokenBucket(probe_rate_per_s, probe_global_burst, now_ns)
         self._resolve_budget = TokenBucket(probe_rate_per_s, probe_global_burst, now_ns)
         self._wait_budget = TokenBucket(wait_rate_per_s, wait_burst, now_ns)
@@ -308,11 +308,18 @@ class NeighbourGate:
     def clear_next_hops(self) -> None:
         self._hops.clear()
 
-    def next_hop(self, dest: bytes) -> bytes | None:
+    def usable(self, next_hop: bytes) -> bool:
+        """Sent at once by the kernel: not judged here, or a neighbour entry with a link-layer address."""
+        if next_hop == NOT_JUDGED:
+            return True
+        state = self._states.get(next_hop)
+        return state is not None and bool(state & NUD_VALID)
+
+    def next_hop(self, dest: Hashable) -> bytes | None:
         """The cached next hop of ``dest`` (``NOT_JUDGED`` for local/broadcast/...), None when unknown."""
         return self._hops.get(dest)
 
-    def set_next_hop(self, dest: bytes, hop: bytes) -> None:
+    def set_next_hop(self, dest: Hashable, hop: bytes) -> None:
         self._hops[dest] = hop
         while len(self._hops) > self.max_entries:
             self._hops.popitem(last=False)
@@ -459,9 +466,11 @@ class NeighbourWatch:
         for rec in records:
             self.gate.apply(rec)
 
-    def next_hop(self, dest: bytes) -> bytes:
-        """The neighbour the kernel would send ``dest``'s frames to (``NOT_JUDGED`` if none, or on error)."""
-        hop = self.gate.next_hop(dest)
+    def next_hop(self, dest: bytes, key: Hashable = None) -> bytes:
+        """The neighbour the kernel would send ``dest``'s frames to (``NOT_JUDGED`` if none, or on error),
+        cached under ``key`` (default ``dest``; the transport uses the destination's text)."""
+        key = dest if key is None else key
+        hop = self.gate.next_hop(key)
         if hop is not None:
             return hop
         self.gate.stats.route_lookups += 1
@@ -473,7 +482,7 @@ class NeighbourWatch:
         except OSError:
             self.errors += 1  # e.g. ENETUNREACH: the kernel refuses the send itself; not cached
             return NOT_JUDGED
-        self.gate.set_next_hop(dest, hop)
+        self.gate.set_next_hop(key, hop)
         return hop
 
     def drain(self, limit: int = 64) -> int:

@@ -33,8 +33,6 @@ from typing import Callable
 
 from controlplane.codec.enums import MessageType
 from controlplane.runtime.neighbours import (
-    NOT_JUDGED,
-    NUD_VALID,
     NeighbourGate,
     NeighbourWatch,
     Verdict,
@@ -228,24 +226,27 @@ class _UdpBase(SocketPair):
         super().close()
 
     def _check_neighbour(self, data: bytes, host: str, event: bool) -> None:
-        """Raise ``TransportError`` (cause EHOSTUNREACH) instead of queueing ``data`` for an on-link
-        ``host`` the kernel cannot reach yet (see the module docs)."""
+        """Raise ``TransportError`` (cause EHOSTUNREACH) instead of queueing ``data`` for a ``host``
+        whose next hop the kernel cannot reach yet (see the module docs)."""
         assert self._gate is not None and self._watch is not None
-        packed = pack_address(self.family, host)
-        if packed is None:
-            return  # not an address: the kernel's own error follows
         now_ns = self._monotonic_ns()
         if now_ns - self._drained_ns >= NEIGHBOUR_DRAIN_INTERVAL_NS:
             self._drained_ns = now_ns
             self._watch.drain()
         gate = self._gate
-        hop = self._watch.next_hop(packed)
-        verdict = gate.decide(hop, event, now_ns)
-        if verdict is Verdict.SEND:
-            state = gate.state(hop)
-            if hop == NOT_JUDGED or (state is not None and state & NUD_VALID):  # not a mere probe
+        hop = gate.next_hop(host)
+        if hop is None:
+            packed = pack_address(self.family, host)
+            if packed is None:
+                return  # not an address: the kernel's own error follows
+            hop = self._watch.next_hop(packed, key=host)
+        if gate.usable(hop):  # the common case: a resolved peer
+            if self._held_since:
                 self._held_since.pop(host, None)
             return
+        verdict = gate.decide(hop, event, now_ns)
+        if verdict is Verdict.SEND:
+            return  # a probe: it waits in the kernel while ARP/ND runs
         if verdict is Verdict.WAIT:
             gate.stats.resolve_requests += 1
             self._watch.resolve(hop)  # starts ARP/ND if nothing has yet; harmless while it runs
@@ -264,7 +265,7 @@ class _UdpBase(SocketPair):
             self._held_since[host] = now_ns
             while len(self._held_since) > MAX_HELD_TRACKED:
                 self._held_since.popitem(last=False)
-        via = "" if hop == packed else f" via {address_text(hop)}"
+        via = "" if hop == pack_address(self.family, host) else f" via {address_text(hop)}"
         cause = OSError(errno.EHOSTUNREACH, f"neighbour {state_name(gate.state(hop))}")
         raise TransportError(self.ifname, f"unicast {kind} to {host}{via} held, no link-layer address yet "
                              f"({st.held_event + st.held_general} held, {st.probes} probes sent on this port)", cause) from cause

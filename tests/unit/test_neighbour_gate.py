@@ -230,3 +230,13 @@ def test_bad_parameters_are_refused(kw):
         NeighbourGate(V4, IFX, 0, **kw)
     with pytest.raises(ValueError):
         NeighbourGate(socket.AF_PACKET, IFX, 0)
+
+
+def test_usable_is_true_only_for_not_judged_or_resolved_next_hops():
+    g = _gate()
+    assert g.usable(NOT_JUDGED) and g.usable(REAL)
+    assert not g.usable(FORGED)
+    g.apply(NeighbourRecord(V4, IFX, FORGED, NudState.INCOMPLETE, False))
+    assert not g.usable(FORGED)
+    g.apply(NeighbourRecord(V4, IFX, FORGED, NudState.STALE, False))
+    assert g.usable(FORGED)
