@@ -224,3 +224,25 @@ def test_pending_one_step_stamps_are_bounded() -> None:
     for i in range(n):
         rt._send(_sync(i % 65536))
     assert len(rt._one_step_sent) == loop.MAX_PENDING_ONE_STEP
+
+
+def test_a_sync_right_after_another_send_uses_the_fast_class() -> None:
+    """The idle gap is measured per port from its previous send of any message (here an Announce-like
+    general send 200 us before the Sync)."""
+    tr = _Recorder()
+    mono = [0]
+    rt = Runtime(_Node(), {1: tr}, clock=_ScriptClock([10**10, 2 * 10**10]), monotonic_ns=lambda: mono[0])  # type: ignore[arg-type]
+    rt._open.add(1)
+    rt.one_step_latency[1] = lat = OneStepLatency((1_000_000,), min_samples=1)
+    lat.add(45_000, 125_000_000)  # after idle
+    lat.add(20_000, 200_000)  # right after another send
+    mono[0] = 5 * 10**9
+    rt._send(_sync(1))  # 5 s after nothing: the slow class
+    general = SendMessage(port=1, message=Sync(header=Header(sequence_id=9)), event=False)
+    mono[0] += 125_000_000
+    rt._send(general)
+    mono[0] += 200_000
+    rt._send(_sync(2))
+    assert decode(tr.sent[0]).header.correction_scaled_ns == 45_000 * 65536
+    assert decode(tr.sent[2]).header.correction_scaled_ns == 20_000 * 65536
+    assert rt._one_step_sent[(1, 2)] == (2 * 10**10, 200_000)  # (time written, idle gap) for its TX stamp
