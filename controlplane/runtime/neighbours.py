@@ -37,9 +37,10 @@ send on the socket fails with EAGAIN - including the port's own multicast Sync/F
 ``NeighbourWatch`` is the I/O side: one rtnetlink socket subscribed to neighbour and route
 notifications (RTNLGRP_NEIGH, RTNLGRP_IPV4_ROUTE / IPV6_ROUTE), a dump of the neighbour table when
 it opens and after a notification overrun (ENOBUFS), read without blocking when the transport asks
-(``drain``); next hops from RTM_GETROUTE, cached (bounded) until a route changes. The netlink parsing is pure (``parse_messages``) and has its own unit tests.
-Constants are the kernel uapi's (linux/netlink.h, linux/rtnetlink.h, linux/neighbour.h,
-linux/if_addr.h).
+(``drain``); next hops from RTM_GETROUTE, cached (bounded) until a route changes. The netlink
+parsing is pure (``parse_messages``) and has its own unit tests (tests/unit/test_neighbour_gate.py;
+against the kernel: tests/lab/test_unicast_unreachable.py). Constants are the kernel uapi's
+(linux/netlink.h, linux/rtnetlink.h, linux/neighbour.h).
 """
 
 from __future__ import annotations
