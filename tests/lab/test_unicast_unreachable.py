@@ -113,13 +113,15 @@ def test_forged_unicast_destinations_do_not_fill_the_send_buffer(lab):
         # kernel learns the peer's from that ARP/ND exchange
         peer.send(GENERAL, event=False, dest=addr(1))
         time.sleep(0.1)
+        t0 = time.monotonic()
         out, tokens, stamps = _flood(t, addr, n_forged=60, rounds=100, real=real)  # ~2.5 s, 12,000 forged sends
+        elapsed_s = time.monotonic() - t0
         got = [ev for ev in _drain(peer) if isinstance(ev, Received)]
         stats = t.neighbour_stats()
         print(f"{cls.network_protocol}: {out}, gate {stats}, peer received {len(got)}")
         assert out["eagain"] == 0 and out["real_failed"] == 0 and out["mcast_failed"] == 0, out
-        # the gate's bound: probes <= global burst 32 + 16/s, i.e. < 100 in 2.5 s; a blocked socket held 212 KB
-        assert stats["probes"] <= 32 + 16 * 4, stats
+        # the gate's bound: probes <= global burst 32 + 16/s (~70 in 2.5 s); a blocked socket held 212 KB
+        assert stats["probes"] <= 32 + 16 * (elapsed_s + 1), (elapsed_s, stats)
         assert out["held"] >= 12_000 - stats["probes"] - stats["waits_resolved"] - 10, (out, stats)
         assert out["max_wmem"] < 100_000, out
         # the real peer got each of its 200 messages (unicast) plus the 200 multicast ones, and every TX stamp came back
@@ -155,16 +157,17 @@ def test_an_address_that_comes_back_is_served_again(lab):
         t.open()
     try:
         # forged: resolution fails (~3 s: 3 probes 1 s apart), event sends are held all along
-        held = 0
+        held = attempts = 0
         t0 = time.monotonic()
         while time.monotonic() - t0 < 4.0:
+            attempts += 1
             try:
                 t.send(EVENT, event=True, dest=late)
             except TransportError:
                 held += 1
             _drain(t)
             time.sleep(0.05)
-        assert held >= 70, held
+        assert attempts >= 10 and held == attempts, (held, attempts, t.neighbour_stats())
         # the hook for the unicast service (cancel the grants of a grantee unreachable for seconds)
         now = time.monotonic_ns()
         assert t.unreachable_destinations(now, 3_000_000_000) == [late], t.unreachable_destinations(now, 0)
