@@ -225,6 +225,23 @@ class UnicastService:
     def handle_fault(self, port: int, reason: str, now_ns: int) -> list[Any]:
         return self._post(self.inner.handle_fault(port, reason, now_ns), now_ns)
 
+    def cancel_unreachable(self, port: int, address: str, now_ns: int) -> list[Any]:
+        """The runtime found ``address`` unreachable from ``port`` for seconds (every send to it held:
+        no ARP/NDP answer - typically the forged source of a REQUEST): cancel every grant that port's
+        server holds for it (CANCEL_UNICAST_TRANSMISSION, as a grantor may; a client that comes back
+        requests again), counted ``canceled_unreachable`` per grant. Nothing to do (no server on the
+        port, no grant, not an IP address) returns []."""
+        server = self.servers.get(port)
+        addr = address_of(address)
+        if server is None or addr is None:
+            return []
+        out: list[Any] = []
+        for mtype in sorted(server.policy.message_types):  # O(1) lookups, not a scan of the grant table
+            if server.grant_of(addr, mtype) is not None:
+                self.counters["canceled_unreachable"] += 1
+                out += self._convert(port, server.cancel(addr, mtype, now_ns), now_ns)
+        return out
+
     def handle_message(self, port: int, message: Any, rx_ts_ns: int | None, now_ns: int, source: object) -> list[Any]:
         client = self.clients.get(port)
         if client is not None:

@@ -66,7 +66,7 @@ SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 DEFAULT_RCVBUF_BYTES = 4 << 20
 POLL_BATCH = 256  # datagrams / error-queue entries read per wake-up of one socket
 NEIGHBOUR_DRAIN_INTERVAL_NS = 1_000_000  # read pending neighbour notifications at most this often (unicast sends only)
-MAX_HELD_TRACKED = 4096  # unicast hosts remembered by unreachable_destinations() (least recent forgotten)
+MAX_HELD_TRACKED = 4096  # unicast hosts remembered for take_unreachable() (least recent forgotten)
 NEIGHBOUR_WAIT_S = 0.010  # longest wait for a first-contact peer's ARP/ND answer before an event send (Verdict.WAIT)
 
 log = logging.getLogger(__name__)
@@ -270,11 +270,16 @@ class _UdpBase(SocketPair):
         raise TransportError(self.ifname, f"unicast {kind} to {host}{via} held, no link-layer address yet "
                              f"({st.held_event + st.held_general} held, {st.probes} probes sent on this port)", cause) from cause
 
-    def unreachable_destinations(self, now_ns: int, min_held_ns: int = 5_000_000_000) -> list[str]:
-        """Unicast hosts whose every send for at least ``min_held_ns`` was held (no link-layer address),
-        oldest first: what the unicast service should stop serving (cancel their grants). ``now_ns`` on
-        the clock given as ``monotonic_ns``. A successful send to a host takes it off the list."""
-        return [h for h, since in self._held_since.items() if now_ns - since >= min_held_ns]
+    def take_unreachable(self, now_ns: int, min_held_ns: int = 5_000_000_000) -> list[str]:
+        """Unicast hosts whose every send for at least ``min_held_ns`` was held (no link-layer address;
+        probes do not count as reached), oldest first, and forget them: what the unicast service should
+        stop serving (``UnicastService.cancel_unreachable``). A host whose sends go on being held is
+        reported again ``min_held_ns`` later; a successful send takes it off the list. ``now_ns`` on
+        the clock given as ``monotonic_ns``."""
+        out = [h for h, since in self._held_since.items() if now_ns - since >= min_held_ns]
+        for h in out:
+            del self._held_since[h]
+        return out
 
     def neighbour_stats(self) -> dict[str, int]:
         """The neighbour gate's counters (empty when the gate is off or unavailable)."""
