@@ -50,7 +50,8 @@ class Ctx:
         self.duration_s: float = args.duration or (12.0 if args.quick else 30.0)
         self.hops: tuple[int, ...] = getattr(args, "hops", None) or ((1,) if args.quick else (1, 2, 4))
         self.impls: tuple[Impl, ...] | None = getattr(args, "impls", None)
-        self.subset = bool(self.impls or getattr(args, "hops", None))  # a partial section 1: latest.md and the latest plot stay
+        self.subset = bool(self.impls or getattr(args, "hops", None))
+        self.taps: str = getattr(args, "taps", "rx")  # a partial section 1: latest.md and the latest plot stay
         self.out: pathlib.Path = args.out
         self.chains: list[Any] = []  # section 1 results, reused by section 2 and the plot
         self.workdir = pathlib.Path(f"/tmp/ptp-switch-bench-{os.getpid()}")
@@ -86,7 +87,10 @@ def section_hops(ctx: Ctx) -> Section:
                     r = f"{rms / 1000:.1f} us" if rms is not None else "-"
                     say(f"  [1: {_k}/{total}] {_spec.label}, {_spec.hops} hop(s): {phase} {el:.0f}/{tot:.0f} s, samples {n}, live rms {r}")
 
-            r = run_chain(spec, ctx.duration_s, progress=progress, keep_dir=ctx.workdir / "logs")
+            import bench.scenarios_run as _sr
+
+            _sr.RX_ONLY_TAPS = ctx.taps != "tcpdump"
+            r = run_chain(spec, ctx.duration_s, progress=progress, keep_dir=ctx.workdir / "logs", capture=ctx.taps != "none")
             ctx.chains.append(r)
             row: dict[str, Any] = {"impl": spec.label, "hops": hops}
             if r.error:
@@ -131,6 +135,10 @@ def section_hops(ctx: Ctx) -> Section:
         "on the egress port for ptp4l and the ptp-switch daemon on bare ports (queue between their RX and TX stamps).",
         "All clocks are the same kernel clock and every ptp4l runs free_running 1: the slave's offset is its error. "
         "Treat differences below ~2x between single runs as noise on a shared 2-vCPU VM (ANCHORS.md).",
+        {"rx": "Packet taps (for section 2) ran during every row: RX-only (--taps rx), never on a transmit path.",
+         "tcpdump": "Packet taps (for section 2) ran during every row: tcpdump both ways (--taps tcpdump): its TX tap "
+                    "adds latency after an eBPF TC's egress stamp and not after ptp4l's TX stamp.",
+         "none": "No packet taps (--taps none): section 2 has no data."}[ctx.taps],
     ]
     return sec
 
@@ -366,6 +374,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", default="", metavar="N,M", help="run only these sections (1..6)")
     p.add_argument("--duration", type=float, default=None, metavar="S", help="measuring window per section-1 row")
     p.add_argument("--out", type=pathlib.Path, default=RESULTS, metavar="DIR", help="report directory (default bench/results)")
+    p.add_argument("--taps", choices=("rx", "tcpdump", "none"), default="rx",
+                   help="section-1 packet taps for section 2: rx = RX-only (default), tcpdump = both directions "
+                        "(the old way; its TX tap sits after a tc-egress stamp), none = no taps (no section 2)")
     p.add_argument("--hops", default="", metavar="N,M", help="section 1: only these hop counts (1..8; default 1,2,4)")
     p.add_argument("--impls", default="", metavar="A,B",
                    help=f"section 1: only these implementations ({','.join(i.value for i in SECTION1_IMPLS)})")
