@@ -276,11 +276,14 @@ class Runtime:
         self._tx_deadlines: collections.deque[tuple[int, int, int, int]] = collections.deque()
         self._last_stamp_ns: dict[int, int] = {}  # port -> monotonic time the latest TX stamp came back
         self._lost_logged_s: int | None = None
-        # one-step sends: (port, transport key) -> (PTP time written into the message, idle gap before it)
-        self._one_step_sent: dict[tuple[int, int], tuple[int, int]] = {}
-        self.one_step_latency: dict[int, OneStepLatency] = {}  # port -> learned send latency
+        # one-step sends: (port, transport key) -> (message kind, PTP time written into it, idle gap before it)
+        self._one_step_sent: dict[tuple[int, int], tuple[str, int, int]] = {}
+        # (port, "Sync" | "PdelayResp") -> learned send latency: a Pdelay_Resp leaves right after the
+        # Pdelay_Req woke the process, a Sync after a timer (measured: one shared median made a
+        # ptp4l P2P slave's peer delay -6.4 us over a 1.4 us veth)
+        self.one_step_latency: dict[tuple[int, str], OneStepLatency] = {}
         self._last_send_ns: dict[int, int] = {}  # port -> monotonic time of its latest send
-        self._one_step_logged: dict[int, bool] = {}
+        self._one_step_logged: set[tuple[int, str]] = set()
 
     # ---- lifecycle ------------------------------------------------------------------------
     def port_name(self, port: int) -> str:
@@ -341,7 +344,7 @@ class Runtime:
             if isinstance(ev, TxTimestamp):
                 sent = self._one_step_sent.pop((port, ev.token), None)
                 if sent is not None:
-                    self._one_step_tx_timestamp(port, sent[0], sent[1], ev.tx_ts_ns)
+                    self._one_step_tx_timestamp(port, *sent, ev.tx_ts_ns)
                     continue
                 core_token = self._tokens.pop((port, ev.token), None)
                 if core_token is None:
@@ -569,7 +572,7 @@ class Runtime:
         self._last_send_ns[action.port] = self.monotonic_ns()
         if written_ns is not None and token is not None:
             self.counters.one_step_sends += 1
-            self._one_step_sent[(action.port, token)] = (written_ns, gap_ns)
+            self._one_step_sent[(action.port, token)] = (type(action.message).__name__, written_ns, gap_ns)
             while len(self._one_step_sent) > MAX_PENDING_ONE_STEP:  # stamps that never came (dicts keep order)
                 del self._one_step_sent[next(iter(self._one_step_sent))]
         if action.event and action.tx_token is not None and token is not None:
@@ -590,7 +593,7 @@ class Runtime:
         (the fixed delay after the time is written, as a hardware one-step clock adds it). The
         originTimestamp / Pdelay_Resp turnaround are written after encoding (``_one_step_stamp``)."""
         msg = action.message
-        lat = self.one_step_latency.get(action.port)
+        lat = self.one_step_latency.get((action.port, "Sync"))
         latency_ns = lat.estimate_ns(gap_ns) if lat is not None else 0
         if isinstance(msg, Sync) and latency_ns:
             hdr = dataclasses.replace(msg.header, correction_scaled_ns=msg.header.correction_scaled_ns + latency_ns * 65536)
@@ -607,7 +610,7 @@ class Runtime:
             now_ptp = self.clock.read_ns()
             buf[ORIGIN_TIMESTAMP_OFFSET:ORIGIN_TIMESTAMP_OFFSET + TIMESTAMP_LEN] = Timestamp.from_ns(max(0, now_ptp)).pack()
             return bytes(buf), now_ptp
-        lat = self.one_step_latency.get(action.port)
+        lat = self.one_step_latency.get((action.port, "PdelayResp"))
         latency_ns = lat.estimate_ns(gap_ns) if lat is not None else 0
         (correction,) = _CORRECTION.unpack_from(buf, CORRECTION_FIELD_OFFSET)
         now_ptp = self.clock.read_ns()
@@ -616,19 +619,20 @@ class Runtime:
             _CORRECTION.pack_into(buf, CORRECTION_FIELD_OFFSET, correction + turnaround_ns * 65536)
         return bytes(buf), now_ptp
 
-    def _one_step_tx_timestamp(self, port: int, written_ns: int, gap_ns: int, tx_system_ns: int) -> None:
+    def _one_step_tx_timestamp(self, port: int, kind: str, written_ns: int, gap_ns: int, tx_system_ns: int) -> None:
         """The kernel's TX stamp of a one-step send: learn how long after the written time the
         message really left (the stamp in the clock's time scale minus the value written)."""
         self.counters.one_step_tx_timestamps += 1
-        lat = self.one_step_latency.get(port)
+        key = (port, kind)
+        lat = self.one_step_latency.get(key)
         if lat is None:
-            lat = self.one_step_latency[port] = OneStepLatency()
+            lat = self.one_step_latency[key] = OneStepLatency()
         if not lat.add(self.clock.from_system_ns(tx_system_ns) - written_ns, gap_ns):
             self.counters.one_step_latency_rejected += 1
-        if not self._one_step_logged.get(port) and lat.accepted >= ONE_STEP_LOG_AFTER:
-            self._one_step_logged[port] = True
-            log.info("%s: one-step send latency (kernel TX stamp - clock read, medians of the last sends) %s; "
-                     "added to one-step correctionField", self.port_name(port), lat.describe())
+        if key not in self._one_step_logged and lat.accepted >= ONE_STEP_LOG_AFTER:
+            self._one_step_logged.add(key)
+            log.info("%s: one-step send latency of %s (kernel TX stamp - clock read, medians of the last sends) %s; "
+                     "added to its correctionField", self.port_name(port), kind, lat.describe())
 
     def _offset(self, sample: OffsetSample) -> None:
         """ptp4l's summary: one "master offset" line per sample when samples come no faster than

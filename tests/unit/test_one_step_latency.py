@@ -178,7 +178,7 @@ def test_learned_latency_goes_into_the_next_syncs_correction(caplog: pytest.LogC
     for i, d in enumerate(lat):
         rt._send(_sync(i))
         _stamp(rt, tr, i, written[i] + d)
-    assert rt.one_step_latency[1].estimate_ns(10**9) == 23_000  # median_low of the five
+    assert rt.one_step_latency[(1, "Sync")].estimate_ns(10**9) == 23_000  # median_low of the five
     assert rt.counters.one_step_tx_timestamps == 5 and rt.counters.tx_timestamps_unmatched == 0
     rt._send(_sync(5, correction_scaled_ns=1000))
     sixth = decode(tr.sent[5])
@@ -196,14 +196,14 @@ def test_a_stamp_before_the_read_is_rejected_and_counted() -> None:
     rt, tr = _runtime([10_000_000_000])
     rt._send(_sync(1))
     _stamp(rt, tr, 0, 10_000_000_000 - 5_000)  # the clock was stepped in between: not a latency
-    assert rt.counters.one_step_latency_rejected == 1 and rt.one_step_latency[1].estimate_ns(10**9) == 0
+    assert rt.counters.one_step_latency_rejected == 1 and rt.one_step_latency[(1, "Sync")].estimate_ns(10**9) == 0
 
 
 def test_pdelay_resp_turnaround_is_the_late_read_minus_receipt_plus_latency() -> None:
     rx_ns = 50_000_000_000
     reads = [rx_ns + 80_000 + i * 1_000_000 for i in range(5)]
     rt, tr = _runtime(reads)
-    rt.one_step_latency[1] = lat = OneStepLatency((), min_samples=1)
+    rt.one_step_latency[(1, "PdelayResp")] = lat = OneStepLatency((), min_samples=1)
     lat.add(20_000, 10**9)
     hdr = Header(correction_scaled_ns=3 * 65536, two_step=False)
     resp = PdelayResp(header=hdr, requesting_port_identity=PortIdentity(b"\x02" * 8, 1))
@@ -212,8 +212,8 @@ def test_pdelay_resp_turnaround_is_the_late_read_minus_receipt_plus_latency() ->
     assert isinstance(out, PdelayResp)
     assert out.header.correction_scaled_ns == 3 * 65536 + (80_000 + 20_000) * 65536
     assert out.request_receipt_timestamp.to_ns() == 0
-    _stamp(rt, tr, 0, reads[0] + 30_000)  # its kernel stamp feeds the same estimator
-    assert lat.accepted == 2
+    _stamp(rt, tr, 0, reads[0] + 30_000)  # its kernel stamp feeds the Pdelay_Resp estimator, not the Sync's
+    assert lat.accepted == 2 and (1, "Sync") not in rt.one_step_latency
 
 
 def test_pending_one_step_stamps_are_bounded() -> None:
@@ -233,7 +233,7 @@ def test_a_sync_right_after_another_send_uses_the_fast_class() -> None:
     mono = [0]
     rt = Runtime(_Node(), {1: tr}, clock=_ScriptClock([10**10, 2 * 10**10]), monotonic_ns=lambda: mono[0])  # type: ignore[arg-type]
     rt._open.add(1)
-    rt.one_step_latency[1] = lat = OneStepLatency((1_000_000,), min_samples=1)
+    rt.one_step_latency[(1, "Sync")] = lat = OneStepLatency((1_000_000,), min_samples=1)
     lat.add(45_000, 125_000_000)  # after idle
     lat.add(20_000, 200_000)  # right after another send
     mono[0] = 5 * 10**9
@@ -245,4 +245,4 @@ def test_a_sync_right_after_another_send_uses_the_fast_class() -> None:
     rt._send(_sync(2))
     assert decode(tr.sent[0]).header.correction_scaled_ns == 45_000 * 65536
     assert decode(tr.sent[2]).header.correction_scaled_ns == 20_000 * 65536
-    assert rt._one_step_sent[(1, 2)] == (2 * 10**10, 200_000)  # (time written, idle gap) for its TX stamp
+    assert rt._one_step_sent[(1, 2)] == ("Sync", 2 * 10**10, 200_000)  # (time written, idle gap) for its TX stamp
