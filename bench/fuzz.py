@@ -378,7 +378,7 @@ DP_CONFIGS = (
 def mono_ns() -> int:
     import time
 
-    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)       # bpf_ktime_get_ns()'s clock
+    return time.clock_gettime_ns(time.CLOCK_TAI)       # the dataplane's clock (bpf_ktime_get_tai_ns())
 
 
 def _s64(v: int) -> int:

@@ -89,27 +89,28 @@ static __always_inline int ptp_key_eq(const struct ptp_key *a, const struct ptp_
 #define PTP_BACKDATE_MAX_NS 5000000ULL
 
 /*
- * The ingress stamp on the BPF clock (CLOCK_MONOTONIC) for a packet whose realtime RX stamp is rx_rt_ns.
- * The packet's age is taken on the realtime clock itself, read now in the program as
- * bpf_ktime_get_tai_ns() - (TAI - REALTIME): that offset is a whole number of seconds that changes only
- * when the TAI offset is set, so a step or slew of CLOCK_REALTIME between load and now cannot bias the
- * age (a REALTIME - MONOTONIC offset written at load would carry any later step into every stamp).
- * Returns mono_now - age, or mono_now when the age is implausible (future, > PTP_BACKDATE_MAX_NS).
+ * The dataplane's clock is CLOCK_TAI (bpf_ktime_get_tai_ns(), kernel >= 6.1) at ingress and at egress:
+ * one clock read per hook, and skb->tstamp (the stack's RX stamp, CLOCK_REALTIME) converts to it by
+ * adding TAI - REALTIME, a whole number of seconds that changes only when someone sets the kernel's TAI
+ * offset - immune to slews, and to steps before or after the packet's stay (a step of the realtime
+ * clock *while* a frame is inside the switch moves that frame's residence by the step, as it moves
+ * ptp4l's software-stamped residence; the egress discards residences that are negative or above
+ * stale_age_ns). Returns the back-dated stamp, or tai_now when the conversion is implausible (in the
+ * future, or older than PTP_BACKDATE_MAX_NS: an offset that changed since it was written).
  */
-static __always_inline __u64 ptp_backdate(__u64 mono_now, __u64 rx_rt_ns, __s64 tai_minus_rt_ns, int *used)
+static __always_inline __u64 ptp_backdate(__u64 tai_now, __u64 rx_rt_ns, __s64 tai_minus_rt_ns, int *used)
 {
-	__u64 rt_now = bpf_ktime_get_tai_ns() - (__u64)tai_minus_rt_ns;
-	__u64 age = rt_now - rx_rt_ns;
+	__u64 t = rx_rt_ns + (__u64)tai_minus_rt_ns;
 
-	if (rx_rt_ns > rt_now || age > PTP_BACKDATE_MAX_NS || age > mono_now)
-		return mono_now;
+	if (t > tai_now || tai_now - t > PTP_BACKDATE_MAX_NS)
+		return tai_now;
 	*used = 1;
-	return mono_now - age;
+	return t;
 }
 
 /* The common ingress action: validate, count, and stamp event messages. Never modifies the packet.
  * rx_rt_ns: the stack's realtime RX stamp of the packet (skb->tstamp at tc ingress), 0 when none; when
- * it converts to a plausible BPF-clock time, that time is the ingress stamp instead of "now".
+ * it converts to a plausible TAI time, that time is the ingress stamp instead of "now".
  * Returns the parse result (only the bench's stage cut-offs use it). */
 static __always_inline int ptp_ingress_stamp(void *data, void *data_end, __u32 ifindex, __u64 rx_rt_ns)
 {
@@ -148,7 +149,7 @@ static __always_inline int ptp_ingress_stamp(void *data, void *data_end, __u32 i
 	s = ptp_ingress.lookup(&slot);
 	if (!s)
 		return r;
-	now = bpf_ktime_get_ns();
+	now = bpf_ktime_get_tai_ns();
 	if (rx_rt_ns && g && (g->flags & PTP_G_RX_TSTAMP)) {
 		int used = 0;
 

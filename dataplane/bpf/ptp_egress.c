@@ -107,7 +107,7 @@ int tc_egress(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 	PTP_STAGE(2, TC_ACT_OK);
-	now = bpf_ktime_get_ns();
+	now = bpf_ktime_get_tai_ns();  /* the ingress stamps' clock (ptp_common.h) */
 	stale = g->stale_age_ns;
 
 	if (ptp_is_event(p.msg_type)) {

@@ -67,7 +67,7 @@ _Static_assert(sizeof(struct ptp_key) == 16, "ptp_key size");
  * that hashed here. Egress trusts it only if the whole key matches and it is not stale. */
 struct ptp_stamp {
 	struct ptp_key key;
-	__u64 t_ns;             /* bpf_ktime_get_ns() at ingress */
+	__u64 t_ns;             /* CLOCK_TAI at ingress (bpf_ktime_get_tai_ns() or the back-dated RX stamp) */
 	__u32 ifindex;          /* ingress port */
 	__u32 flags;            /* PTP_STAMP_VALID */
 };
@@ -108,9 +108,8 @@ struct ptp_global_cfg {
 	__u32 egress_priority;  /* skb->priority for event messages at egress; 0 = leave alone */
 	__u32 pad;
 	__s64 tai_minus_rt_ns;  /* CLOCK_TAI - CLOCK_REALTIME, a whole number of seconds in ns (the kernel's
-				 * TAI offset; changes only when someone sets it): with bpf_ktime_get_tai_ns()
-				 * it gives realtime "now" in the program, so skb->tstamp (the stack's RX stamp,
-				 * realtime) converts to the BPF clock immune to realtime steps and slews */
+				 * TAI offset; changes only when someone sets it): skb->tstamp (the stack's
+				 * RX stamp, realtime) + this = the dataplane's clock (CLOCK_TAI) */
 	__u64 build_id;         /* user space only: hash of the C sources that built the programs
 				 * (Dataplane.adopt refuses a dataplane of another build) */
 };

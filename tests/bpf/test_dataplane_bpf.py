@@ -23,7 +23,9 @@ WINDOW_NS = 200_000_000     # generous upper slack on a shared, noisy machine
 
 
 def mono_ns() -> int:
-    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)   # bpf_ktime_get_ns() clock
+    """The dataplane's clock: CLOCK_TAI (bpf_ktime_get_tai_ns() at both hooks; name kept from the
+    CLOCK_MONOTONIC days)."""
+    return time.clock_gettime_ns(time.CLOCK_TAI)
 
 
 @pytest.fixture(scope="module")
@@ -129,10 +131,10 @@ def test_tc_ingress_backdates_to_rx_tstamp(dp, maps, back_ns, backdated):
 
 
 def test_tc_ingress_backdate_conversion_is_exact(dp, maps):
-    """The conversion itself (age on the realtime clock via bpf_ktime_get_tai_ns() - (TAI - REALTIME),
-    subtracted from the BPF clock): for a packet whose RX stamp is X ns before a realtime instant read
-    between two monotonic reads, the stamp must lie X ns before the same bracket — to within the
-    bracket (a few us), far tighter than any wrong offset (whole seconds) or a sign error (2X)."""
+    """The conversion itself (skb->tstamp, CLOCK_REALTIME, + TAI - REALTIME from the map = the
+    dataplane's CLOCK_TAI): for a packet whose RX stamp is X ns before a realtime instant read between
+    two TAI reads, the stamp must lie X ns before the same bracket — to within the bracket (a few us),
+    far tighter than any wrong offset (whole seconds) or a sign error (2X)."""
     back_ns = 1_234_567
     worst = None
     for seq in range(40, 60):           # the tightest of several brackets: immune to a preempted test
@@ -143,7 +145,7 @@ def test_tc_ingress_backdate_conversion_is_exact(dp, maps):
         run_tc(dp.prog_fds["tc_ingress"], frame, ifindex=LO, tstamp_ns=rx_rt)
         s = maps.ingress(key_of(F.SYNC, seq=seq))
         assert s is not None
-        # true stamp = mono instant of rx_rt = (m0..m1) - back_ns
+        # true stamp = TAI instant of rx_rt = (m0..m1) - back_ns
         err = (s.t_ns + back_ns) - (m0 + m1) // 2
         slack = (m1 - m0) // 2
         if worst is None or abs(err) - slack < worst[0]:
@@ -153,7 +155,7 @@ def test_tc_ingress_backdate_conversion_is_exact(dp, maps):
 
 
 def test_tc_ingress_uses_the_tai_offset_in_the_map(dp, maps):
-    """The program takes realtime "now" from TAI minus the offset in global_cfg: a wrong offset (as if
+    """The program converts skb->tstamp with the TAI - REALTIME offset in global_cfg: a wrong offset (as if
     the TAI offset had changed since it was written) makes every stamp implausible, so none is back-dated;
     refreshing the offset restores it. Without the flag, nothing is back-dated either."""
     real = maps.tai_minus_rt_ns()
@@ -517,3 +519,25 @@ def test_codec_built_event_through_both_hooks(dp, maps, label, msg, frame):
     if "udp" in label:
         assert CF.udp_checksum_ok(r.data)
     assert len(r.data) == len(frame)
+
+
+def test_tc_ingress_adds_the_tai_offset(dp, maps):
+    """As on a machine whose TAI offset is 37 s (here it is 0): REALTIME 37 s behind TAI, the map holds
+    the offset, skb->tstamp is a realtime stamp: the converted stamp is the TAI instant, back-dated
+    (a sign error would land 74 s off and not be back-dated)."""
+    real = maps.tai_minus_rt_ns()
+    off = real + 37_000_000_000
+    maps.set_global(GlobalConfig(tai_minus_rt_ns=off))
+    try:
+        before = ctr(maps, LO, "SYNC", Counter.BACKDATED)
+        back_ns = 400_000
+        m0 = mono_ns()
+        rx_rt = rt_ns() + real - off - back_ns    # this machine's realtime, shifted as if 37 s behind TAI
+        m1 = mono_ns()
+        run_tc(dp.prog_fds["tc_ingress"], F.encap("udp4", F.ptp(F.SYNC, seq=91)), ifindex=LO, tstamp_ns=rx_rt)
+        s = maps.ingress(key_of(F.SYNC, seq=91))
+        assert s is not None
+        assert ctr(maps, LO, "SYNC", Counter.BACKDATED) == before + 1
+        assert m0 - back_ns - 1_000_000 <= s.t_ns <= m1 - back_ns + 1_000_000, (m0, s.t_ns, m1)
+    finally:
+        maps.set_global(GlobalConfig())
