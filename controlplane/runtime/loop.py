@@ -276,6 +276,7 @@ class Runtime:
         self._tx_deadlines: collections.deque[tuple[int, int, int, int]] = collections.deque()
         self._last_stamp_ns: dict[int, int] = {}  # port -> monotonic time the latest TX stamp came back
         self._lost_logged_s: int | None = None
+        self._unreachable_checked_ns = 0
         # one-step sends: (port, transport key) -> (message kind, PTP time written into it, idle gap before it)
         self._one_step_sent: dict[tuple[int, int], tuple[str, int, int]] = {}
         # (port, "Sync" | "PdelayResp") -> learned send latency: a Pdelay_Resp leaves right after the
@@ -392,8 +393,26 @@ class Runtime:
         self._timer = None
         self._timer_deadline_ns = None
         self.check_tx_timestamps(self.monotonic_ns())
+        self.check_unreachable(self.monotonic_ns())
         self._execute(self.node.handle_timer(self.monotonic_ns()))
         self._reschedule()
+
+    def check_unreachable(self, now_ns: int) -> None:
+        """At most once a second: unicast hosts the transports held every send to for seconds (no
+        ARP/NDP answer, typically a forged REQUEST's source) lose their grants
+        (``UnicastService.cancel_unreachable``, counted ``canceled_unreachable``)."""
+        if now_ns - self._unreachable_checked_ns < 1_000_000_000:
+            return
+        self._unreachable_checked_ns = now_ns
+        cancel = getattr(self.node, "cancel_unreachable", None)
+        if cancel is None:
+            return
+        for port, transport in self.ports.items():
+            take = getattr(transport, "take_unreachable", None)
+            if take is None or port not in self._open:
+                continue
+            for host in take(now_ns):
+                self._execute(cancel(port, host, self.monotonic_ns()))
 
     def check_tx_timestamps(self, now_ns: int) -> None:
         """tx_timestamp_timeout (ptp4l: "timed out while polling for tx timestamp" -> FAULT).
@@ -579,7 +598,9 @@ class Runtime:
             key = (action.port, token)
             self._tokens[key] = action.tx_token
             self._token_order.append(key)
-            if self.tx_timestamp_timeout_ns:
+            # a unicast send's stamp can be lost with its peer (a neighbour that failed after the
+            # gate's last look): counted by the token table, never a FAULT of the whole port
+            if self.tx_timestamp_timeout_ns and unicast is None:
                 sent = self.monotonic_ns()
                 self._tx_deadlines.append((sent + self.tx_timestamp_timeout_ns, sent, action.port, token))
             # stamps that never came; a unicast server may have thousands of Syncs in flight per burst

@@ -394,6 +394,22 @@ class Daemon:
                  ", ".join(f"{p.number}={p.ifname}/{p.network_protocol}" for p in ports), self.uds_path)
         return self.runtime
 
+    async def _refresh_dataplane_clock(self, stop: asyncio.Event, period_s: float = 5.0) -> None:
+        """Keep the dataplane's TAI - REALTIME offset current (it converts skb->tstamp to the
+        dataplane's clock; it changes only when someone sets the kernel's TAI offset)."""
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=period_s)
+            except asyncio.TimeoutError:
+                pass
+            dp = self.dataplane
+            if dp is None or stop.is_set():
+                return
+            try:
+                dp.refresh_clock_offset()
+            except Exception as exc:  # a map error: reported, the daemon keeps running
+                log.warning("dataplane: TAI offset refresh failed: %s", exc)
+
     async def _log_truth(self, stop: asyncio.Event) -> None:
         """In a lab every namespace shares CLOCK_REALTIME, so this is the clock's true time error."""
         error_ns = getattr(self.clock, "error_ns", None)
@@ -431,14 +447,16 @@ class Daemon:
         if self.config.clock.lab_sigusr1_step_ns:  # lab instrumentation: a time step of this clock (never the system's)
             loop.add_signal_handler(signal.SIGUSR1, self._lab_step, self.config.clock.lab_sigusr1_step_ns)
         truth = asyncio.create_task(self._log_truth(stop)) if self.opts.lab_truth else None
+        tai = asyncio.create_task(self._refresh_dataplane_clock(stop)) if self.dataplane is not None else None
         try:
             runtime.start()
             if self.control is not None:
                 await _start_control(self.control)
             await stop.wait()
         finally:
-            if truth is not None:
-                truth.cancel()
+            for task in (truth, tai):
+                if task is not None:
+                    task.cancel()
             if self.control is not None:
                 await self.control.stop()
             self.close()

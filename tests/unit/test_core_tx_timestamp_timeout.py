@@ -186,3 +186,41 @@ def test_no_timeout_configured_means_no_check() -> None:
         finally:
             lp.rt.stop()
     asyncio.run(main())
+
+
+def test_unicast_send_without_stamp_is_not_a_port_fault() -> None:
+    """A unicast Sync whose stamp never comes (its peer's neighbour failed after the gate looked) is
+    not a FAULT of the port: only port-wide (multicast) sends arm tx_timestamp_timeout."""
+    from controlplane.core.actions import SendMessage
+    from controlplane.codec.messages import Sync
+    from controlplane.codec.header import Header
+    from controlplane.codec.types import PortIdentity, Timestamp
+
+    def body(lp: _Loop) -> None:
+        sync = Sync(header=Header(source_port_identity=PortIdentity(GM_ID, 1), two_step=True), origin_timestamp=Timestamp(0, 0))
+        lp.rt.execute([SendMessage(port=1, message=sync, event=True, dest="10.0.0.9", tx_token=77)])
+        assert lp.rt._tokens and not lp.rt._tx_deadlines
+        lp.now += 10 * MS
+        lp.rt.check_tx_timestamps(lp.now)
+        assert lp.rt.counters.tx_timestamp_timeouts == 0 and lp.rt.counters.faults == 0
+
+    _run(body)
+
+
+def test_unreachable_unicast_hosts_go_to_the_node_once_a_second() -> None:
+    """The transport's take_unreachable() hosts reach the node's cancel_unreachable() (at most one
+    check a second), whose actions the runtime executes."""
+    calls: list[tuple[int, str]] = []
+
+    def body(lp: _Loop) -> None:
+        hosts = [["10.0.0.9"], [], ["10.0.0.10"]]
+        lp.transport.take_unreachable = lambda now_ns: hosts.pop(0) if hosts else []  # type: ignore[attr-defined]
+        lp.rt.node.cancel_unreachable = lambda port, host, now_ns: calls.append((port, host)) or []  # type: ignore[attr-defined]
+        lp.now = 2 * S
+        lp.rt.check_unreachable(lp.now)
+        lp.rt.check_unreachable(lp.now + 500 * MS)  # within the second: not asked
+        lp.rt.check_unreachable(lp.now + 1 * S)
+        lp.rt.check_unreachable(lp.now + 2 * S)
+        assert calls == [(1, "10.0.0.9"), (1, "10.0.0.10")]
+
+    _run(body)
