@@ -15,11 +15,13 @@ Signaling (0xC) messages, each with
 * a global bucket for the kind (``global rate`` messages/s, burst ``2 * global rate``), which bounds
   the total whatever the number of (forged) source addresses.
 
-A rate of 0 disables that bucket. The totals are low by default (50/s per kind) for a reason measured
-in the lab (tests/lab/test_load.py): every admitted request is answered to its source address, which
-may be forged; replies to addresses that never answer ARP wait in the kernel's neighbour queues and
-fill the socket buffers the port's multicast Sync/Follow_Up need. A forged flood starved a slave with a
-2000/s total and not with 50/s. Raise ``signaling_global_rate_limit`` for many unicast clients. Every drop is counted (``stats()``); ``report(now_ns)`` returns a
+A rate of 0 disables that bucket. The totals are low by default (50/s per kind): every admitted
+request is answered to its source address, which may be forged, and costs the daemon CPU. (Replies
+to addresses that never answer ARP used to wait in the kernel's neighbour queues and fill the socket
+buffers the port's multicast Sync/Follow_Up need; the UDP transports' neighbour gate,
+controlplane/runtime/neighbours.py, now keeps them out of the kernel: a 2,000/s signaling limit held
+the slave in the lab, tests/lab/test_load.py.) Raise ``signaling_global_rate_limit`` for many unicast
+clients. Every drop is counted (``stats()``); ``report(now_ns)`` returns a
 one-line summary of the drops since the previous report, at most once per ``report_interval_ns``,
 for the runtime to log. Time is an argument (host monotonic ns); nothing here reads a clock.
 """
