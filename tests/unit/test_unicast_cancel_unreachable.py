@@ -3,31 +3,15 @@ for seconds by the UDP transport's neighbour gate); the service cancels that gra
 
 from __future__ import annotations
 
-import random
-
 from controlplane.codec.header import Header
 from controlplane.codec.messages import Signaling
 from controlplane.codec.tlv import CancelUnicastTransmissionTlv, RequestUnicastTransmissionTlv
 from controlplane.codec.types import PortIdentity
 from controlplane.core.actions import SendMessage
-from controlplane.core.clock import Clock
-from controlplane.core.config import parse
-from controlplane.core.unicast import ServerPolicy
-from controlplane.core.unicast_service import UnicastService
+
+from tests.unit.test_unicast_grants_api import serving_clock  # the same serving clock
 
 S = 1_000_000_000
-
-
-def serving():
-    clock = Clock(parse({"global": {"priority1": "10", "unicast_listen": "1", "logAnnounceInterval": "0"}}),
-                  bytes.fromhex("0200000000000001"), ["eth0"], rng=random.Random(1))
-    svc = UnicastService(clock, clock, servers={1: ServerPolicy(min_duration_s=10, max_duration_s=100)})
-    t = 0
-    svc.start(t)
-    while clock.port(1).state.name != "MASTER":
-        t = svc.next_deadline_ns()
-        svc.handle_timer(t)
-    return clock, svc, t
 
 
 def request(svc, t, address, ident):
@@ -43,7 +27,7 @@ def grants(svc, t):
 
 
 def test_the_unreachable_grantee_loses_its_grants_and_is_told_the_others_keep_theirs():
-    _clock, svc, t = serving()
+    _clock, svc, t = serving_clock()
     request(svc, t, "10.251.1.77", bytes.fromhex("0a0000fffe000077"))
     request(svc, t, "10.251.1.2", bytes.fromhex("0a0000fffe000002"))
     assert len(grants(svc, t)) == 6
@@ -69,7 +53,7 @@ def test_the_unreachable_grantee_loses_its_grants_and_is_told_the_others_keep_th
 
 
 def test_nothing_to_cancel_is_a_no_op():
-    _clock, svc, t = serving()
+    _clock, svc, t = serving_clock()
     assert svc.cancel_unreachable(1, "10.251.1.9", t) == []
     assert svc.cancel_unreachable(2, "10.251.1.9", t) == []  # no server on that port
     assert svc.cancel_unreachable(1, "not an address", t) == []
@@ -77,7 +61,7 @@ def test_nothing_to_cancel_is_a_no_op():
 
 
 def test_a_client_that_comes_back_is_granted_again():
-    _clock, svc, t = serving()
+    _clock, svc, t = serving_clock()
     ident = bytes.fromhex("0a0000fffe000077")
     request(svc, t, "10.251.1.77", ident)
     svc.cancel_unreachable(1, "10.251.1.77", t + S)
