@@ -29,11 +29,16 @@ SWTS_KI_SCALE = 0.001
 MAX_KP_NORM_MAX = 1.0
 MAX_KI_NORM_MAX = 2.0
 FREQ_EST_MARGIN = 0.001
-# holdover frequency: the drift estimate averaged over the last this-long of locked samples (PI's
-# integral term alone moves by ki * offset on every sample: with software stamps it wanders by ppm
-# from one Sync to the next). At most HOLDOVER_MAX_SAMPLES are kept.
+# holdover frequency, from the locked samples of the last this-long (at most HOLDOVER_MAX_SAMPLES):
+# the slope of the free-running phase (offset plus the phase the servo's own outputs added), fitted
+# by least squares; the drift estimate's average where too few samples span too short a time.
+# PI's integral term alone moves by ki * offset on every sample (ppm from one software-stamped Sync
+# to the next), and even its 16 s average is off by (offset change over the window) / 16 s: a lab
+# run with 20 us offsets held +3.0 ppm that way, where the phase fit of the same samples gives 39 ppb.
 HOLDOVER_WINDOW_S = 16.0
 HOLDOVER_MAX_SAMPLES = 2048
+HOLDOVER_FIT_MIN_SAMPLES = 16
+HOLDOVER_FIT_MIN_SXX_S2 = 10.0   # sum of squared time deviations: e.g. 3 s of 8 Sync/s, 11 s of 1/s
 # ... leaving out the first seconds after the first (two-sample) estimate, while PI pulls it in
 HOLDOVER_SETTLE_S = 2.0
 
@@ -120,9 +125,17 @@ class PiServo:
             self._g = PiGains(kps, base.kp_exponent, base.kp_norm_max, kis, base.ki_exponent, base.ki_norm_max)
         self._drift = -initial_freq_ppb  # linuxptp's sign: positive = local runs fast
         self._last_ppb = self._drift
-        # (local time, _drift) of the locked samples of the last HOLDOVER_WINDOW_S, and their sum
-        self._hold: deque[tuple[int, float]] = deque()
+        # (local time, _drift, free-running phase ns, segment) of the locked samples of the last
+        # HOLDOVER_WINDOW_S, and the sum of their _drift
+        self._hold: deque[tuple[int, float, float, int]] = deque()
         self._hold_sum = 0.0
+        # the phase the servo's outputs have added since the segment began (internal sign: the
+        # offset would have grown by it had the clock run free); a new segment begins where the
+        # applied frequency is not known (reset: the clock held or was adjusted elsewhere) or the
+        # phase was stepped
+        self._applied_ns = 0.0
+        self._applied_at: int | None = None
+        self._segment = 0
         self._hold_from_ns: int | None = None  # local time from which samples enter the window
         self._offset = [0, 0]
         self._local = [0, 0]
@@ -155,24 +168,59 @@ class PiServo:
         self._count = 0
         self._resume = self._has_estimate
         self.state = ServoState.UNLOCKED
+        self._new_segment()
+
+    def _new_segment(self) -> None:
+        self._segment += 1
+        self._applied_ns = 0.0
+        self._applied_at = None
 
     def holdover_freq_ppb(self) -> float | None:
-        """The frequency to hold without a master: the drift estimate (the integral term, without the
-        proportional term, which only corrected the last offsets) averaged over the locked samples of
-        the last HOLDOVER_WINDOW_S, because the integral term itself moves by ki * offset on every
-        sample (a lab run held +3.5 ppm from one noisy sample and drifted 90 us in 25 s). None before
-        any estimate."""
+        """The frequency to hold without a master, from the locked samples of the last
+        HOLDOVER_WINDOW_S: minus the least-squares slope of the free-running phase (each offset plus
+        the phase that the servo's outputs added since its segment began; one slope, each segment its
+        own intercept). Where the samples are too few or span too little time for a fit, the drift
+        estimate (the integral term, without the proportional term that only corrected the last
+        offsets) averaged over the window. None before any estimate."""
         if not self._has_estimate:
             return None
         if not self._hold:
             return -self._drift
+        slope = self._phase_slope_ppb()
+        if slope is not None:
+            return -slope
         return -self._hold_sum / len(self._hold)
 
-    def _average_drift(self, local_ts_ns: int) -> None:
+    def _phase_slope_ppb(self) -> float | None:
+        if len(self._hold) < HOLDOVER_FIT_MIN_SAMPLES:
+            return None
+        segments: dict[int, list[tuple[float, float]]] = {}
+        t0 = self._hold[0][0]
+        for t, _, phase, seg in self._hold:
+            segments.setdefault(seg, []).append(((t - t0) / 1e9, phase))
+        sxx = sxy = 0.0
+        for pts in segments.values():
+            mt = sum(t for t, _ in pts) / len(pts)
+            mp = sum(p for _, p in pts) / len(pts)
+            sxx += sum((t - mt) ** 2 for t, _ in pts)
+            sxy += sum((t - mt) * (p - mp) for t, p in pts)
+        if sxx < HOLDOVER_FIT_MIN_SXX_S2:
+            return None
+        return sxy / sxx   # ns per s = ppb
+
+    def _account_applied(self, local_ts_ns: int) -> None:
+        """Add the phase that the last output added since the previous sample."""
+        if self._applied_at is not None and local_ts_ns > self._applied_at:
+            self._applied_ns += self._last_ppb * (local_ts_ns - self._applied_at) / 1e9
+        elif self._applied_at is not None and local_ts_ns < self._applied_at:
+            self._new_segment()   # the local clock went back: the phase record no longer adds up
+        self._applied_at = local_ts_ns
+
+    def _average_drift(self, offset_ns: int, local_ts_ns: int) -> None:
         if self._hold_from_ns is not None and local_ts_ns < self._hold_from_ns:
             return
         h = self._hold
-        h.append((local_ts_ns, self._drift))
+        h.append((local_ts_ns, self._drift, offset_ns + self._applied_ns, self._segment))
         self._hold_sum += self._drift
         # older than the window, or "newer" than now (the local clock was stepped back)
         while h and (len(h) > HOLDOVER_MAX_SAMPLES or local_ts_ns - h[0][0] > HOLDOVER_WINDOW_S * 1e9
@@ -181,6 +229,7 @@ class PiServo:
 
     def sample(self, offset_ns: int, local_ts_ns: int, weight: float = 1.0) -> ServoOutput:
         t = self._t
+        self._account_applied(local_ts_ns)
         ppb = self._last_ppb
         state = ServoState.UNLOCKED
         step: int | None = None
@@ -232,10 +281,13 @@ class PiServo:
                     ppb = t.max_frequency_ppb
                 else:
                     self._drift += ki_term
-                self._average_drift(local_ts_ns)
+                self._average_drift(offset_ns, local_ts_ns)
                 state = ServoState.LOCKED
         if state in (ServoState.JUMP, ServoState.LOCKED):
             t.first_update = False
+        if step is not None:
+            self._new_segment()
+            self._applied_at = local_ts_ns
         self._last_ppb = ppb
         self.state = state
         return ServoOutput(state, -ppb, step)
