@@ -28,6 +28,7 @@ SCALED_NS = 1 << 16   # correctionField unit: ns * 2^16
 PORT_ENABLED = 0x1
 PORT_PRESENT = 0x2
 STAMP_VALID = 0x1
+STAMP_LOCAL = 0x2   # user space's record of its own one-step send (ptp_egress.c ptp_local_one_step)
 G_DOMAIN_FILTER = 0x1
 G_TWO_STEP_TC = 0x2
 G_RX_TSTAMP = 0x4      # tc_ingress back-dates to skb->tstamp (tai_minus_rt_ns valid)
@@ -374,9 +375,11 @@ class DataplaneMaps:
 
     # --- state (tests, diagnostics) --------------------------------------------------------
     # The rings are arrays: "absent" is a slot holding another message (or nothing valid).
-    def seed_ingress(self, key: PtpKey, t_ns: int, ifindex: int) -> None:
-        """Write an ingress stamp as the ingress program would have (tests, diagnostics)."""
-        v = PtpStamp(key=key, t_ns=t_ns, ifindex=ifindex, flags=STAMP_VALID)
+    def seed_ingress(self, key: PtpKey, t_ns: int, ifindex: int, *, local: bool = False) -> None:
+        """Write an ingress stamp as the ingress program would have (tests, diagnostics); ``local``:
+        the record of this host's own one-step send leaving through ``ifindex`` (clock read at the
+        CLOCK_TAI instant ``t_ns``), whose egress adds the time since then (:meth:`stamp_local_send`)."""
+        v = PtpStamp(key=key, t_ns=t_ns, ifindex=ifindex, flags=STAMP_VALID | (STAMP_LOCAL if local else 0))
         libbpf.map_update(self.fds["ptp_ingress"], ctypes.c_uint32(stamp_slot(key)), v)
 
     def ingress(self, key: PtpKey) -> PtpStamp | None:

@@ -16,6 +16,8 @@
  *   general (Follow_Up, Delay_Resp, Pdelay_Resp_Follow_Up): add the stored residence; if none is
  *     stored yet (it left before its event), leave a marker so the late event is corrected in place.
  *   P2P egress port: forwarded Pdelay_* and Delay_Req are dropped (locally originated ones pass).
+ *   Locally sent one-step event messages with a PTP_STAMP_LOCAL record: + the time since that record
+ *     (ptp_local_one_step).
  *   Every event message leaving gets skb->priority = egress_priority (strict-priority qdisc band).
  */
 static __always_inline __u8 ptp_event_of(__u8 general)
@@ -40,6 +42,35 @@ static __always_inline void ptp_correct(struct __sk_buff *skb, struct ptp_pkt *p
 	PTP_COUNT(pc, PTP_C_CORRECTED);
 	if (r == 1)
 		PTP_COUNT(pc, PTP_C_TRAILER);
+}
+
+/*
+ * A ONE-STEP message this host sends itself (a one-step GM/BC/OC port, a P2P TC's Pdelay_Resp): user
+ * space read its clock, wrote the time into the message, and left a stamp record for it (flag
+ * PTP_STAMP_LOCAL, CLOCK_TAI of that clock read, this port) just before the send. The time from that
+ * read to here goes into the message's correctionField, as a one-step PHC adds its fixed delay: the
+ * sender's jitter (tens of us in user space and the socket layer) becomes part of the corrected
+ * path. Without such a record the message passes untouched.
+ */
+static __always_inline void ptp_local_one_step(struct __sk_buff *skb, struct ptp_pkt *p, __u32 ifindex,
+					       __u64 stale, struct ptp_counters *pc)
+{
+	struct ptp_stamp *s;
+	__u32 slot = ptp_stamp_slot(&p->key);
+	__u64 now, age;
+
+	s = ptp_ingress.lookup(&slot);
+	if (!s || (s->flags & (PTP_STAMP_VALID | PTP_STAMP_LOCAL)) != (PTP_STAMP_VALID | PTP_STAMP_LOCAL) ||
+	    s->ifindex != ifindex || !ptp_key_eq(&s->key, &p->key))
+		return;
+	now = bpf_ktime_get_tai_ns();
+	age = now - s->t_ns;
+	s->flags = 0;                           /* once: a second copy of the frame is not the same send */
+	if (s->t_ns > now || age > stale) {
+		PTP_COUNT(pc, PTP_C_STALE);
+		return;
+	}
+	ptp_correct(skb, p, (__s64)(age << 16), pc);
 }
 
 int tc_egress(struct __sk_buff *skb)
@@ -98,6 +129,8 @@ int tc_egress(struct __sk_buff *skb)
 	iif = skb->ingress_ifindex;
 	if (!iif) {
 		PTP_COUNT(pc, PTP_C_LOCAL);
+		if (ptp_is_event(p.msg_type) && !(p.flags0 & PTP_FLAG0_TWO_STEP))
+			ptp_local_one_step(skb, &p, ifindex, g->stale_age_ns, pc);
 		return TC_ACT_OK;
 	}
 	if (ecfg->mode == PTP_MODE_P2P &&

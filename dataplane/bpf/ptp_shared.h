@@ -19,6 +19,7 @@
 #define PTP_PORT_PRESENT    0x2     /* the entry was written by user space (array entries always exist) */
 /* stamp.flags */
 #define PTP_STAMP_VALID     0x1
+#define PTP_STAMP_LOCAL     0x2     /* written by user space for its own one-step send (see ptp_egress.c) */
 /* port_cfg.mode */
 #define PTP_MODE_E2E        0
 #define PTP_MODE_P2P        1
@@ -69,7 +70,7 @@ struct ptp_stamp {
 	struct ptp_key key;
 	__u64 t_ns;             /* CLOCK_TAI at ingress (bpf_ktime_get_tai_ns() or the back-dated RX stamp) */
 	__u32 ifindex;          /* ingress port */
-	__u32 flags;            /* PTP_STAMP_VALID */
+	__u32 flags;            /* PTP_STAMP_VALID, PTP_STAMP_LOCAL */
 };
 _Static_assert(sizeof(struct ptp_stamp) == 32, "ptp_stamp size");
 

@@ -281,6 +281,47 @@ def test_domain_filter_accepts_its_domain(dp, maps):
     assert F.correction(r.data) >= RES_NS << 16
 
 
+# --- this host's own one-step sends ----------------------------------------------------------
+@pytest.mark.parametrize("encap", ("l2", "udp4", "udp6", "udp6_trailer"))
+@pytest.mark.parametrize("event", [F.SYNC, F.PDELAY_RESP])
+def test_local_one_step_send_gets_the_time_since_its_clock_read(dp, maps, encap, event):
+    """A one-step message this host sends (ingress_ifindex 0) with a LOCAL record for this port: the
+    time since the record (the sender's clock read) goes into its correctionField, once."""
+    frame = F.encap(encap, F.ptp(event, correction_scaled=5 << 16))
+    maps.seed_ingress(key_of(event), mono_ns() - RES_NS, LO, local=True)
+    r = egress(dp, frame, iif=0)
+    added = F.correction(r.data) - (5 << 16)
+    assert RES_NS << 16 <= added <= (RES_NS + WINDOW_NS) << 16
+    assert F.udp_checksum_ok(r.data) in (None, True)
+    assert_only_correction_changed(frame, r.data, trailer=encap == "udp6_trailer")
+    name = F.NAMES[event].upper()
+    assert ctr(maps, LO, name, Counter.LOCAL) == 1 and ctr(maps, LO, name, Counter.CORRECTED) == 1
+    assert egress(dp, frame, iif=0).data == frame, "the record is used once"
+
+
+@pytest.mark.parametrize("case", ["no_record", "forwarded_record", "other_port", "two_step", "stale", "other_seq"])
+def test_local_send_without_its_own_record_passes_untouched(dp, maps, case):
+    two_step = case == "two_step"
+    frame = F.encap("udp4", F.ptp(F.SYNC, two_step=two_step))
+    age = TEST_STALE_NS + 50_000_000 if case == "stale" else RES_NS
+    if case != "no_record":
+        maps.seed_ingress(key_of(F.SYNC, seq=101 if case == "other_seq" else 100), mono_ns() - age,
+                          PEER if case == "other_port" else LO, local=case != "forwarded_record")
+    r = egress(dp, frame, iif=0)
+    assert r.retval == TC_ACT_OK and r.data == frame
+    assert ctr(maps, LO, "SYNC", Counter.LOCAL) == 1 and ctr(maps, LO, "SYNC", Counter.CORRECTED) == 0
+    assert ctr(maps, LO, "SYNC", Counter.STALE) == (1 if case == "stale" else 0)
+
+
+def test_forwarded_copy_of_a_local_record_key_is_a_normal_residence(dp, maps):
+    """A forwarded frame (ingress_ifindex set) never takes the local path, whatever the record says."""
+    frame = F.encap("udp4", F.ptp(F.SYNC))
+    maps.seed_ingress(key_of(F.SYNC), mono_ns() - RES_NS, PEER)
+    r = egress(dp, frame, iif=PEER)
+    assert F.correction(r.data) >= RES_NS << 16
+    assert ctr(maps, LO, "SYNC", Counter.LOCAL) == 0
+
+
 # --- two-step -------------------------------------------------------------------------------
 @pytest.mark.parametrize("encap", ("l2", "udp4", "udp6", "udp6_trailer"))
 @pytest.mark.parametrize("event,general", [(F.SYNC, F.FOLLOW_UP), (F.PDELAY_RESP, F.PDELAY_RESP_FU)])
