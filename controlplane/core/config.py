@@ -246,6 +246,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("revisionData", "revision_data", G, S, ";;"),
     # --- ptp-switch's own (global)
     Option("phc_device", "phc_device", G, S, "", doc="ptp-switch: /dev/ptpN to discipline; empty = virtual clock"),
+    Option("one_step_dataplane", "one_step_dataplane", G, B, False,
+           doc="ptp-switch: with twoStepFlag 0 and software stamps, the eBPF dataplane at each port's tc egress adds "
+               "the time from the clock read to there to every one-step Sync / Pdelay_Resp this clock sends"),
     Option("outlier_filter", "outlier_filter", G, B, True, doc="ptp-switch: drop path-delay samples far from the recent median"),
     Option("outlier_filter_threshold", "outlier_filter_threshold", G, F, 5.0, 1.0, 1000.0,
            doc="ptp-switch: reject a delay sample beyond this many times max(MAD, 1 us) from the median"),
@@ -425,6 +428,7 @@ class ClockConfig:
     product_description: str = ";;"
     revision_data: str = ";;"
     phc_device: str = ""
+    one_step_dataplane: bool = False
     outlier_filter: bool = True
     outlier_filter_threshold: float = 5.0
     announce_receipt_randomization: bool = True
@@ -505,6 +509,11 @@ def _as_text(value: object) -> str:
 def _cross_check(cfg: ClockConfig) -> ClockConfig:
     if cfg.phc_device and not cfg.phc_device.startswith("/dev/ptp"):
         raise ConfigError(f"{cfg.phc_device!r} is not a /dev/ptpN device", option="phc_device", section=GLOBAL)
+    if cfg.one_step_dataplane and cfg.two_step_flag:
+        raise ConfigError("needs twoStepFlag 0 (it stamps one-step sends)", option="one_step_dataplane", section=GLOBAL)
+    if cfg.one_step_dataplane and (cfg.phc_device or cfg.time_stamping is not TimeStamping.SOFTWARE):
+        raise ConfigError("is for the virtual clock with time_stamping software (a PHC stamps in hardware)",
+                          option="one_step_dataplane", section=GLOBAL)
     if cfg.slave_only and cfg.clock_class != 255:
         # ptp4l forces clockClass 255 for a slave-only clock (IEEE 1588 8.2.1.3.1.1)
         cfg = dataclasses.replace(cfg, clock_class=255)

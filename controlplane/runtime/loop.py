@@ -182,6 +182,17 @@ class DataplaneWriter(Protocol):
     def program_port(self, port: int, *, mean_link_delay_ns: int, delay_asymmetry_ns: int, rate_ratio: float, enabled: bool) -> None: ...
 
 
+class OneStepStamper(Protocol):
+    """The eBPF dataplane's help with one-step sends (``one_step_dataplane``): ``read`` gives one
+    instant as (CLOCK_REALTIME ns, the dataplane's CLOCK_TAI ns); ``stamp`` records that the message
+    ``ptp`` (encoded), written with the clock's time at that instant, is about to leave ``port``: its
+    tc egress adds the time since then to the correctionField."""
+
+    def read(self) -> tuple[int, int]: ...
+
+    def stamp(self, port: int, ptp: bytes, tai_ns: int) -> None: ...
+
+
 @dataclasses.dataclass
 class Counters:
     rx_messages: int = 0
@@ -198,6 +209,8 @@ class Counters:
     rx_rate_limited: int = 0  # management/signaling over a rate limit (runtime/ratelimit.py)
     rx_node_errors: int = 0  # a received message whose handling raised (logged with its traceback)
     tx_timestamp_timeouts: int = 0  # TX stamps not back within tx_timestamp_timeout while none came at all (FAULT)
+    one_step_dataplane_stamps: int = 0  # one-step sends recorded for the dataplane's egress stamp
+    one_step_dataplane_errors: int = 0  # ... whose record could not be written (sent with the learned latency)
     tx_timestamps_lost: int = 0  # TX stamps not back in time while later ones did (queue overflow): counted only
     port_reopens: int = 0  # transports opened again when their port left FAULTY (fault_reset_interval)
     tx_dropped: int = 0  # sends lost without a FAULT: a unicast peer unreachable, or a full socket buffer
@@ -242,14 +255,18 @@ class Runtime:
         on_action: Callable[[Action], None] | None = None,
         rate_limits: MessageRateLimits | None = None,
         tx_timestamp_timeout_ms: int | None = None,
+        one_step_stamper: OneStepStamper | None = None,
     ) -> None:
         """``tx_timestamp_timeout_ms``: ptp4l's tx_timestamp_timeout (ms) - a TX stamp not back in
         that time FAULTs the port (see ``check_tx_timestamps``); None or 0: no check. The caller
-        passes the configured value (``ClockConfig.tx_timestamp_timeout``)."""
+        passes the configured value (``ClockConfig.tx_timestamp_timeout``). ``one_step_stamper``:
+        one-step sends are finished by the dataplane's egress stamp instead of the learned latency."""
         self.node = node
         self.ports = dict(ports)
         self.clock = clock
         self.dataplane = dataplane
+        self.one_step_stamper = one_step_stamper
+        self._stamper_logged = False
         self.summary_interval_ns = int(2.0 ** summary_interval * 1e9)
         self.free_running = free_running
         self.monotonic_ns = monotonic_ns
@@ -614,6 +631,8 @@ class Runtime:
         (the fixed delay after the time is written, as a hardware one-step clock adds it). The
         originTimestamp / Pdelay_Resp turnaround are written after encoding (``_one_step_stamp``)."""
         msg = action.message
+        if self.one_step_stamper is not None:
+            return msg   # the dataplane's egress adds the whole delay after the clock read
         lat = self.one_step_latency.get((action.port, "Sync"))
         latency_ns = lat.estimate_ns(gap_ns) if lat is not None else 0
         if isinstance(msg, Sync) and latency_ns:
@@ -627,6 +646,9 @@ class Runtime:
         send latency. Returns the bytes to send and the PTP time written (matched to the kernel TX
         stamp later, ``_one_step_tx_timestamp``)."""
         buf = bytearray(data)
+        stamper = self.one_step_stamper
+        if stamper is not None:
+            return self._one_step_stamp_dataplane(action, buf, stamper)
         if isinstance(action.message, Sync):
             now_ptp = self.clock.read_ns()
             buf[ORIGIN_TIMESTAMP_OFFSET:ORIGIN_TIMESTAMP_OFFSET + TIMESTAMP_LEN] = Timestamp.from_ns(max(0, now_ptp)).pack()
@@ -640,6 +662,29 @@ class Runtime:
             _CORRECTION.pack_into(buf, CORRECTION_FIELD_OFFSET, correction + turnaround_ns * 65536)
         return bytes(buf), now_ptp
 
+    def _one_step_stamp_dataplane(self, action: SendMessage, buf: bytearray, stamper: OneStepStamper) -> tuple[bytes, int]:
+        """As ``_one_step_stamp``, with the clock read at an instant the dataplane knows (its TAI):
+        the message is recorded for its port's tc egress, which adds the time from then on. If the
+        record cannot be written the message still leaves, with the time read (and no latency)."""
+        system_ns, tai_ns = stamper.read()
+        now_ptp = self.clock.from_system_ns(system_ns)
+        if isinstance(action.message, Sync):
+            buf[ORIGIN_TIMESTAMP_OFFSET:ORIGIN_TIMESTAMP_OFFSET + TIMESTAMP_LEN] = Timestamp.from_ns(max(0, now_ptp)).pack()
+        elif action.request_receipt_ns is not None:  # PdelayResp: the turnaround up to the clock read
+            (correction,) = _CORRECTION.unpack_from(buf, CORRECTION_FIELD_OFFSET)
+            _CORRECTION.pack_into(buf, CORRECTION_FIELD_OFFSET, correction + (now_ptp - action.request_receipt_ns) * 65536)
+        data = bytes(buf)
+        try:
+            stamper.stamp(action.port, data, tai_ns)
+            self.counters.one_step_dataplane_stamps += 1
+        except Exception as exc:  # noqa: BLE001 - a map write failed: this send goes without the egress stamp
+            self.counters.one_step_dataplane_errors += 1
+            if not self._stamper_logged:
+                self._stamper_logged = True
+                log.warning("%s: one-step dataplane stamp not recorded: %s (further failures only counted)",
+                            self.port_name(action.port), exc)
+        return data, now_ptp
+
     def _one_step_tx_timestamp(self, port: int, kind: str, written_ns: int, gap_ns: int, tx_system_ns: int) -> None:
         """The kernel's TX stamp of a one-step send: learn how long after the written time the
         message really left (the stamp in the clock's time scale minus the value written)."""
@@ -652,8 +697,10 @@ class Runtime:
             self.counters.one_step_latency_rejected += 1
         if key not in self._one_step_logged and lat.accepted >= ONE_STEP_LOG_AFTER:
             self._one_step_logged.add(key)
-            log.info("%s: one-step send latency of %s (kernel TX stamp - clock read, medians of the last sends) %s; "
-                     "added to its correctionField", self.port_name(port), kind, lat.describe())
+            log.info("%s: one-step send latency of %s (kernel TX stamp - clock read, medians of the last sends) %s; %s",
+                     self.port_name(port), kind, lat.describe(),
+                     "added to its correctionField" if self.one_step_stamper is None
+                     else "not added: the dataplane's egress stamp adds each send's own")
 
     def _offset(self, sample: OffsetSample) -> None:
         """ptp4l's summary: one "master offset" line per sample when samples come no faster than

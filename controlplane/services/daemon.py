@@ -19,6 +19,8 @@ import logging
 import os
 import random
 import signal
+import struct
+import time
 from typing import Any, Callable
 
 from controlplane.core.actions import SendMessage
@@ -239,6 +241,34 @@ class _DataplaneAdapter:
                                 delay_asymmetry_ns=delay_asymmetry_ns, rate_ratio=rate_ratio, enabled=enabled)
 
 
+class _OneStepStamper:
+    """``one_step_dataplane``: the runtime's one-step sends -> the dataplane's local-send records
+    (``Dataplane.stamp_local_send``); port numbers -> interfaces. ``read`` gives CLOCK_REALTIME and the
+    dataplane's CLOCK_TAI at one instant: TAI = REALTIME + the kernel's TAI offset (whole seconds,
+    re-read every second), so one clock read serves both."""
+
+    PTP_HEADER = struct.Struct(">B3xB15x10sH")   # messageType nibble, domainNumber, sourcePortIdentity, sequenceId
+
+    def __init__(self, dataplane: Any, ifnames: dict[int, str]) -> None:
+        self.dataplane = dataplane
+        self.ifnames = ifnames
+        self._tai_minus_rt_ns = 0
+        self._checked_ns: int | None = None
+
+    def read(self) -> tuple[int, int]:
+        rt = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        if self._checked_ns is None or rt - self._checked_ns > 1_000_000_000 or rt < self._checked_ns:
+            tai, rt2 = time.clock_gettime_ns(time.CLOCK_TAI), time.clock_gettime_ns(time.CLOCK_REALTIME)
+            self._tai_minus_rt_ns = round((tai - rt2) / 1e9) * 1_000_000_000
+            self._checked_ns = rt
+        return rt, rt + self._tai_minus_rt_ns
+
+    def stamp(self, port: int, ptp: bytes, tai_ns: int) -> None:
+        first, domain, source, seq = self.PTP_HEADER.unpack_from(ptp)
+        self.dataplane.stamp_local_send(self.ifnames[port], domain=domain, msg_type=first & 0x0F, sequence_id=seq,
+                                        source_port_identity=source, tai_ns=tai_ns)
+
+
 def _off_loop(fn: Callable[[], Any]) -> Any:
     """Run ``fn`` in a thread of its own and wait for it: pyroute2 0.9's synchronous API drives an
     asyncio loop internally and refuses to run inside the daemon's running loop."""
@@ -248,12 +278,14 @@ def _off_loop(fn: Callable[[], Any]) -> Any:
         return pool.submit(fn).result()
 
 
-def _attach_dataplane(cfg: DaemonConfig, ifnames: dict[int, str]) -> Any:
+def _attach_dataplane(cfg: DaemonConfig, ifnames: dict[int, str], mode: str | None = None) -> Any:
     try:
         from dataplane.loader import Dataplane  # type: ignore[import-not-found]
     except ImportError as exc:
-        raise DaemonError(f"clock_type {cfg.clock.clock_type} needs the eBPF dataplane (dataplane.loader): {exc}") from None
-    mode = "e2e" if cfg.clock.clock_type == ClockType.E2E_TC else "p2p"
+        why = f"clock_type {cfg.clock.clock_type}" if mode is None else "one_step_dataplane"
+        raise DaemonError(f"{why} needs the eBPF dataplane (dataplane.loader): {exc}") from None
+    if mode is None:
+        mode = "e2e" if cfg.clock.clock_type == ClockType.E2E_TC else "p2p"
     adopted = _adopt_dataplane(Dataplane, list(ifnames.values()), mode, cfg.clock.domain_number)
     if adopted is not None:
         return adopted
@@ -364,7 +396,6 @@ class Daemon:
         return tuple(specs)
 
     def build(self) -> Runtime:
-        import time
 
         ports = self._open_ports()
         try:
@@ -373,18 +404,26 @@ class Daemon:
             spec = NodeSpec(self.config, ident, ports, time.monotonic_ns(), self.clock.read_ns,
                             utc_timescale=isinstance(self.clock, VirtualClock))
             node = self.node_factory(spec, random.Random(self.opts.seed))
-            writer = None
+            writer = stamper = None
+            ifnames = {p.number: p.ifname for p in ports}
             if c.clock_type in (ClockType.E2E_TC, ClockType.P2P_TC):
-                ifnames = {p.number: p.ifname for p in ports}
                 self.dataplane = _attach_dataplane(self.config, ifnames)
                 writer = _DataplaneAdapter(self.dataplane, ifnames)
+            elif c.one_step_dataplane:
+                # an OC/BC: the programs only stamp this clock's own one-step sends (E2E mode: nothing
+                # here is forwarded, and P2P mode's drops apply to forwarded frames only)
+                self.dataplane = _attach_dataplane(self.config, ifnames, mode="e2e")
+            if c.one_step_dataplane:
+                stamper = _OneStepStamper(self.dataplane, ifnames)
+                log.info("ptp-switch: one-step sends on %s are stamped at tc egress by the eBPF dataplane",
+                         ", ".join(ifnames.values()))
             if self.control_opts is not None:
                 self.control = _control_services(self.control_opts, node, ports, self.dataplane)
             self.runtime = Runtime(node, self.transports, self.clock, dataplane=writer,
                                    summary_interval=c.summary_interval, free_running=c.free_running,
                                    on_action=self.control.on_action if self.control is not None else None,
                                    rate_limits=MessageRateLimits(RateLimitConfig.from_clock_config(c), now_ns=time.monotonic_ns()),
-                                   tx_timestamp_timeout_ms=c.tx_timestamp_timeout)
+                                   tx_timestamp_timeout_ms=c.tx_timestamp_timeout, one_step_stamper=stamper)
             if self.control is not None:
                 self.control.runtime = self.runtime
         except BaseException:

@@ -78,6 +78,10 @@ def test_hex_ints_and_case_folded_enums() -> None:
         ({"global": {"clock_type": "TC"}}, "clock_type", "global", "OC, BC, E2E_TC, P2P_TC"),
         ({"eth0": {"priority1": "1"}}, "priority1", "eth0", "global option"),
         ({"global": {"phc_device": "/tmp/x"}}, "phc_device", "global", "/dev/ptpN"),
+        ({"global": {"one_step_dataplane": "1", "time_stamping": "software"}}, "one_step_dataplane", "global",
+         "twoStepFlag 0"),
+        ({"global": {"one_step_dataplane": "1", "twoStepFlag": "0"}}, "one_step_dataplane", "global",
+         "time_stamping software"),
     ],
 )
 def test_errors_name_option_section_and_range(options, option, section, fragment) -> None:
@@ -87,6 +91,12 @@ def test_errors_name_option_section_and_range(options, option, section, fragment
     assert err.value.section == section
     assert fragment in str(err.value)
     assert isinstance(err.value, ValueError)
+
+
+def test_one_step_dataplane_with_one_step_software_stamps() -> None:
+    cfg = c.parse({"global": {"one_step_dataplane": "1", "twoStepFlag": "0", "time_stamping": "software"}})
+    assert cfg.one_step_dataplane and not cfg.two_step_flag
+    assert not c.parse({}).one_step_dataplane
 
 
 def test_config_is_frozen() -> None:

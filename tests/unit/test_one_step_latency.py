@@ -246,3 +246,85 @@ def test_a_sync_right_after_another_send_uses_the_fast_class() -> None:
     assert decode(tr.sent[0]).header.correction_scaled_ns == 45_000 * 65536
     assert decode(tr.sent[2]).header.correction_scaled_ns == 20_000 * 65536
     assert rt._one_step_sent[(1, 2)] == ("Sync", 2 * 10**10, 200_000)  # (time written, idle gap) for its TX stamp
+
+
+# ---- one_step_dataplane: the eBPF egress finishes the stamp -----------------------------------------
+class _Stamper:
+    """A scripted instant (REALTIME, TAI) and a record of the stamp requests (the real one writes a BPF
+    map: tests/bpf/test_dataplane_bpf.py and tests/lab/test_dataplane_onestep.py)."""
+
+    def __init__(self, system_ns: int, fail: bool = False) -> None:
+        self.system_ns, self.fail = system_ns, fail
+        self.stamps: list[tuple[int, bytes, int]] = []
+
+    def read(self) -> tuple[int, int]:
+        return self.system_ns, self.system_ns + 37_000_000_000
+
+    def stamp(self, port: int, ptp: bytes, tai_ns: int) -> None:
+        if self.fail:
+            raise OSError("map update failed")
+        self.stamps.append((port, ptp, tai_ns))
+
+
+def _stamped_runtime(stamper: _Stamper) -> tuple[Runtime, _Recorder]:
+    rt, tr = _runtime([])   # the clock's read_ns must not be used: the instant comes from the stamper
+    rt.one_step_stamper = stamper
+    return rt, tr
+
+
+def test_dataplane_stamped_sync_writes_the_stampers_instant_and_no_latency() -> None:
+    st = _Stamper(1_700_000_000_000_000_000)
+    rt, tr = _stamped_runtime(st)
+    rt.one_step_latency[(1, "Sync")] = lat = OneStepLatency((), min_samples=1)
+    lat.add(20_000, 10**9)     # a learned latency exists, but the egress stamp replaces it
+    rt._send(_sync(9, correction_scaled_ns=5 * 65536))
+    msg = decode(tr.sent[0])
+    assert msg.origin_timestamp.to_ns() == 1_700_000_000_000_000_000 + SYSTEM_TO_PTP_NS
+    assert msg.header.correction_scaled_ns == 5 * 65536
+    assert st.stamps == [(1, tr.sent[0], 1_700_000_000_000_000_000 + 37_000_000_000)]
+    assert rt.counters.one_step_dataplane_stamps == 1 and rt.counters.one_step_sends == 1
+
+
+def test_dataplane_stamped_pdelay_resp_carries_the_turnaround_to_the_read_only() -> None:
+    rx_ns = 50_000_000_000
+    st = _Stamper(rx_ns - SYSTEM_TO_PTP_NS + 80_000)   # read 80 us after the request's receipt
+    rt, tr = _stamped_runtime(st)
+    rt.one_step_latency[(1, "PdelayResp")] = lat = OneStepLatency((), min_samples=1)
+    lat.add(20_000, 10**9)
+    resp = PdelayResp(header=Header(correction_scaled_ns=3 * 65536, two_step=False),
+                      requesting_port_identity=PortIdentity(b"\x02" * 8, 1))
+    rt._send(SendMessage(port=1, message=resp, event=True, one_step=True, request_receipt_ns=rx_ns))
+    out = decode(tr.sent[0])
+    assert out.header.correction_scaled_ns == 3 * 65536 + 80_000 * 65536
+    assert st.stamps[0][1] == tr.sent[0]
+
+
+def test_a_failed_dataplane_record_still_sends_and_is_counted(caplog: pytest.LogCaptureFixture) -> None:
+    st = _Stamper(1_700_000_000_000_000_000, fail=True)
+    rt, tr = _stamped_runtime(st)
+    caplog.set_level(logging.WARNING, logger="ptp-switch")
+    rt._send(_sync(1))
+    rt._send(_sync(2))
+    assert len(tr.sent) == 2 and rt.counters.one_step_dataplane_errors == 2
+    assert sum("one-step dataplane stamp not recorded" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_the_daemons_stamper_reads_the_key_the_bpf_program_parses() -> None:
+    """services/daemon.py's adapter takes domain, messageType, sequenceId and sourcePortIdentity from
+    the encoded bytes, and TAI = REALTIME + whole seconds."""
+    from controlplane.services.daemon import _OneStepStamper
+
+    calls = []
+
+    class _Dp:
+        def stamp_local_send(self, ifname, **kw):  # noqa: ANN001, ANN003
+            calls.append((ifname, kw))
+
+    s = _OneStepStamper(_Dp(), {1: "eth0"})
+    data = encode(Sync(header=Header(sequence_id=0xBEEF, domain_number=24,
+                                     source_port_identity=PortIdentity(b"\x11" * 8, 0x0203))))
+    rt_ns, tai_ns = s.read()
+    assert (tai_ns - rt_ns) % 1_000_000_000 == 0 and 0 <= (tai_ns - rt_ns) // 1_000_000_000 <= 1000
+    s.stamp(1, data, 123)
+    assert calls == [("eth0", {"domain": 24, "msg_type": 0, "sequence_id": 0xBEEF,
+                               "source_port_identity": b"\x11" * 8 + b"\x02\x03", "tai_ns": 123})]
