@@ -500,5 +500,8 @@ class Daemon:
                 await self.control.stop()
             self.close()
             c = runtime.counters
-            log.info("ptp-switch: stopped; rx %d (malformed %d, no stamp %d, rate-limited %d) tx %d (errors %d) faults %d",
-                     c.rx_messages, c.rx_malformed, c.rx_no_timestamp, c.rx_rate_limited, c.tx_messages, c.tx_errors, c.faults)
+            one_step = (f" one-step {c.one_step_sends} (dataplane-stamped {c.one_step_dataplane_stamps}, "
+                        f"not recorded {c.one_step_dataplane_errors})" if c.one_step_sends else "")
+            log.info("ptp-switch: stopped; rx %d (malformed %d, no stamp %d, rate-limited %d) tx %d (errors %d)%s faults %d",
+                     c.rx_messages, c.rx_malformed, c.rx_no_timestamp, c.rx_rate_limited, c.tx_messages, c.tx_errors,
+                     one_step, c.faults)

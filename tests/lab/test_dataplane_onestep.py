@@ -1,40 +1,40 @@
 """The in-kernel E2E TC with a ONE-STEP grandmaster: the Sync's residence is added to the Sync itself,
 in place, at the switch's egress port (no Follow_Up exists to carry it).
 
-ptp4l cannot be one-step with software stamps, so the GM is a ptp-switch daemon with ``twoStepFlag 0``
-and ``free_running 1`` (its virtual clock over CLOCK_REALTIME never touches the system clock): it
-reads its clock after encoding, patches originTimestamp into the bytes, and adds its learned send
-latency (kernel TX stamp - time written) to the correctionField (runtime/loop.py). The slave is a
-free-running ptp4l (``free_running 1``): every namespace shares one kernel clock, so its reported
-offset is its error.
+ptp4l cannot be one-step with software stamps, so the GM is a ptp-switch daemon with ``twoStepFlag 0``,
+``free_running 1`` (its virtual clock over CLOCK_REALTIME never touches the system clock) and
+``one_step_dataplane 1``: it reads its clock, writes that time into the Sync, records the send for
+its own eBPF dataplane, and its port's tc egress adds the time from the clock read to there
+(runtime/loop.py, ptp_egress.c ptp_local_one_step). The slave is a free-running ptp4l
+(``free_running 1``): every namespace shares one kernel clock, so its reported offset is its error.
 
 Same lab as tests/lab/test_dataplane_lab.py (its topology and CLI helper imported): ``gm sw1 >i sl``,
 variable residence of hundreds of us INSIDE sw1 in the GM -> slave direction, and a congested egress
 port toward the slave that event messages bypass.
 
 The baseline is measured AT THE SAME TIME as each switched run, by a second one-step GM daemon of
-the same build over one veth to its own free-running ptp4l slave (a two-node lab next to it). A
-software one-step GM's error is its send path's jitter (clock read -> kernel TX stamp: 16-120 us
-on this VM, +-10 us and more, and softirq/preemption tails that grow with the machine's load): a
-baseline taken a minute earlier or later compares the machine's load, not the switch (measured: a
-sequential baseline lost 2.5x to load that came and went between the two runs). UDPv4: plain
-bridges || direct, then eBPF TC || direct; UDPv6 and L2: eBPF TC || direct.
+the same build over one veth to its own free-running ptp4l slave (a two-node lab next to it), so both
+see the same machine load. UDPv4: plain bridges || direct, then eBPF TC || direct; UDPv6 and L2:
+eBPF TC || direct.
 
-What is asserted: the "core rms" of each run - the rms of the slave's offsets after the warm-up
-without the largest 5 % of |offset| (1-2 of ~30; both runs alike; the full rms is printed and stored
-too). The GM's per-Sync error (its kernel TX stamp minus the time it wrote and the latency it added;
-4 runs of ~140 Syncs with cross traffic next door) is p10 -7..-16 us, p90 +11..+30 us, p99 +52..+86 us,
-max 67-114 us: the Syncs whose send a softirq or a descheduled vCPU delayed after the clock read.
-One such sample decides a 30-sample rms (a 123 us sample alone is 22 us rms): full-rms ratios of
-1.94x and 2.005x came from single spikes under `make test`'s parallel load. Trimming both runs alike
-keeps what the switch does (a TC that failed would shift every sample by its residence, hundreds of
-us, not 5 % of them) and drops what one bad GM send does.
+Before the GM stamped at its own tc egress, its error was its user-space send path (clock read ->
+kernel TX stamp: 16-120 us, +-10 us and heavy tails under load) and direct core rms moved between 3.8
+and 12.6 us from run to run; with the egress stamp, direct rms is ~0.6-1 us (first runs 2026-11-21
+~20:25: direct 636 / 985 ns, eBPF TC core 941 ns).
 
-Bound for the TC: core rms <= max(2 x direct, direct + 5 us). The floor is the resolution of this
-oracle with a software one-step GM: the direct core rms itself moved between 3.8 and 12.6 us from
-run to run in this session; 5 us is still 60x below the plain bridges (core rms 300-490 us), and a TC that
-missed a tenth of the residence would exceed it. With the two-step ptp4l GM (test_dataplane_lab.py)
-the switched path adds ~1 us. Figures are printed (pytest -s) and written to /tmp/ptp-switch-onestep.json.
+What is asserted, for the eBPF TC run against the direct run beside it:
+- core rms (the rms of the offsets after the warm-up without the largest 5 % of |offset|, 1-2 of ~30)
+  <= max(2 x direct core rms, direct core rms + 3 us);
+- plain rms <= max(2 x direct rms, 15 us);
+- each GM's stop line: every one-step send was recorded for its egress stamp.
+The plain rms bound is looser than the core one because of a known platform limit: rare isolated
++15..+40 us samples (about 1 in 15-30) through the eBPF TC, where the frame stalls between the last
+BPF hook (tc egress, before the qdisc) and veth_xmit - no BPF hook runs later on veth here (README,
+Dataplane). 15 us keeps the bound 20x below the plain bridges (300-500 us) and still fails a TC that
+misses even a tenth of the residence on every Sync. Both the direct and the switched UDP runs show a
+mean offset of +1..+3 us: the GM stamps at its tc egress, ptp4l's Delay_Req at veth_xmit.
+Figures are printed (pytest -s) and written to /tmp/ptp-switch-onestep.json, including the number of
+samples over 10 us in each run.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ import concurrent.futures
 import dataclasses
 import json
 import math
+import re
 import pathlib
 import shutil
 import subprocess
@@ -66,16 +67,16 @@ if shutil.which("ptp4l") is None or shutil.which("tshark") is None:  # pragma: n
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 # ptp4l 3.1.1 free-running logs one offset a second (ANCHORS.md §2): ~30 samples after the warm-up.
-# The one-step GM's per-Sync error is heavy-tailed (p10 -11..-16 us, p90 +16..+30 us, p99 +70..+86 us
-# under the lab's cross traffic, measured from its own kernel TX stamps): with 15 samples the rms of
-# two identical runs differed 2x; 30 keep that ratio's spread well inside the 2x bound.
 RUN_S = 40
 WARMUP_S = 4
-FLOOR_NS = 5_000  # see the module docstring: the one-step GM's noise, not the TC's
+FLOOR_NS = 3_000  # core rms: added to direct's (see the module docstring)
+RMS_FLOOR_NS = 15_000  # plain rms: rare post-stamp stalls (see the module docstring)
 TRIM = 0.05  # the largest 5 % of |offset| in each run (1-2 of 30) stay out of the asserted rms; see the docstring
 RESULTS = pathlib.Path("/tmp/ptp-switch-onestep.json")
 LOG_DIR = pathlib.Path("/tmp/ptp-switch-test-dataplane-onestep")  # last run's logs and captures
-GM_OPTIONS = {"priority1": "10", "twoStepFlag": "0", "free_running": "1"}
+GM_OPTIONS = {"priority1": "10", "twoStepFlag": "0", "free_running": "1", "one_step_dataplane": "1"}
+STAMPER_LINE = "stamped at tc egress by the eBPF dataplane"
+STAMPED = re.compile(r"one-step (\d+) \(dataplane-stamped (\d+), not recorded (\d+)\)")
 LATENCY_LINE = "one-step send latency"
 
 
@@ -100,6 +101,7 @@ def _stop(proc: subprocess.Popen[Any]) -> None:
 class Run:
     stats: p4.OffsetStats  # every sample after the warm-up (ptp4l's usual figures)
     core_rms_ns: float  # rms without the largest TRIM share of |offset|
+    offsets: tuple[int, ...]  # the samples after the warm-up
     gm_text: str
     capture: pathlib.Path | None
 
@@ -124,7 +126,10 @@ def measure_one_step(lab: Lab, transport: str, tag: str, *, capture_on: str | No
     gm, gm_log, _uds = start_switch(lab, "gm", GM_OPTIONS, [FLAG[transport]], tag=f"os-{tag}")  # own files and UDS per run
     cap = None
     try:
-        time.sleep(1.0)  # the daemon's interpreter start
+        deadline = time.monotonic() + 60   # the GM compiles and attaches its own dataplane first
+        while STAMPER_LINE not in gm_log.read_text(errors="replace"):
+            assert gm.poll() is None and time.monotonic() < deadline, gm_log.read_text(errors="replace")[-2000:]
+            time.sleep(0.2)
         sl = p4.start_ptp4l(lab, "sl", "slave", transport=FLAG[transport], duration_s=RUN_S, tag=tag)
         if capture_on is not None:
             time.sleep(WARMUP_S)
@@ -142,7 +147,9 @@ def measure_one_step(lab: Lab, transport: str, tag: str, *, capture_on: str | No
     gm_text = gm_log.read_text(errors="replace")
     st = p4.offset_stats(text, warmup_s=WARMUP_S)
     assert st.samples >= 8, f"{tag}: slave produced {st.samples} samples\nslave:\n{text[-1500:]}\nGM:\n{gm_text[-1500:]}"
-    return Run(st, core_rms(text), gm_text, cap)
+    samples = p4.parse_offsets(text)
+    after = tuple(x.offset_ns for x in samples if x.t_s - samples[0].t_s >= WARMUP_S) if samples else ()
+    return Run(st, core_rms(text), after, gm_text, cap)
 
 
 def _sync_fields(path: pathlib.Path) -> tuple[list[tuple[bool, int]], int]:
@@ -228,9 +235,12 @@ def test_ebpf_tc_with_a_one_step_gm(make_lab: Callable[..., Lab], results: dict[
     syncs, follow_ups = _sync_fields(cap)
     sync_counts = counters.get(egress, {}).get("SYNC", {})
     limit_ns = max(2 * base.core_rms_ns, base.core_rms_ns + FLOOR_NS)
+    rms_limit_ns = max(2 * base.stats.rms_ns, RMS_FLOOR_NS)
     corrections = sorted(c for _, c in syncs)
     tc = summary(tc_run)
-    tc.update({"limit_ns": round(limit_ns), "egress_sync_corrected": sync_counts.get("corrected"), "captured_syncs": len(syncs),
+    tc.update({"limit_ns": round(limit_ns), "rms_limit_ns": round(rms_limit_ns),
+               "samples_over_10us": sum(abs(o) > 10_000 for o in tc_run.offsets),
+               "direct_samples_over_10us": sum(abs(o) > 10_000 for o in base.offsets), "egress_sync_corrected": sync_counts.get("corrected"), "captured_syncs": len(syncs),
                "captured_follow_ups": follow_ups,
                "sync_correction_ns_p50": corrections[len(corrections) // 2] if corrections else None,
                "sync_correction_ns_max": corrections[-1] if corrections else None})
@@ -252,4 +262,9 @@ def test_ebpf_tc_with_a_one_step_gm(make_lab: Callable[..., Lab], results: dict[
     assert corrections[len(corrections) // 2] >= 100_000, corrections
     assert sync_counts.get("corrected", 0) >= 8 * (RUN_S - WARMUP_S), sync_counts
     assert not math.isnan(tc_run.core_rms_ns) and not math.isnan(base.core_rms_ns)
+    for run in (tc_run, base):   # every one-step Sync of both GMs was recorded for their egress stamp
+        m = STAMPED.search(run.gm_text)
+        assert m is not None and int(m.group(1)) >= 8 * RUN_S * 0.8 and m.group(1) == m.group(2) and m.group(3) == "0", \
+            run.gm_text[-1500:]
     assert tc_run.core_rms_ns <= limit_ns, (tc_run.line(), base.line())
+    assert st.rms_ns <= rms_limit_ns, (tc_run.line(), base.line())
