@@ -428,7 +428,7 @@ class Runtime:
             take = getattr(transport, "take_unreachable", None)
             if take is None or port not in self._open:
                 continue
-            for host in take(now_ns):
+            for host in take():   # on the transport's own clock, which timed the holds
                 self._execute(cancel(port, host, self.monotonic_ns()))
 
     def check_tx_timestamps(self, now_ns: int) -> None:

@@ -270,12 +270,14 @@ class _UdpBase(SocketPair):
         raise TransportError(self.ifname, f"unicast {kind} to {host}{via} held, no link-layer address yet "
                              f"({st.held_event + st.held_general} held, {st.probes} probes sent on this port)", cause) from cause
 
-    def take_unreachable(self, now_ns: int, min_held_ns: int = 5_000_000_000) -> list[str]:
+    def take_unreachable(self, now_ns: int | None = None, min_held_ns: int = 5_000_000_000) -> list[str]:
         """Unicast hosts whose every send for at least ``min_held_ns`` was held (no link-layer address;
         probes do not count as reached), oldest first, and forget them: what the unicast service should
         stop serving (``UnicastService.cancel_unreachable``). A host whose sends go on being held is
         reported again ``min_held_ns`` later; a successful send takes it off the list. ``now_ns`` on
-        the clock given as ``monotonic_ns``."""
+        the clock given as ``monotonic_ns`` (read here when None: the times held are on that clock)."""
+        if now_ns is None:
+            now_ns = self._monotonic_ns()
         out = [h for h, since in self._held_since.items() if now_ns - since >= min_held_ns]
         for h in out:
             del self._held_since[h]

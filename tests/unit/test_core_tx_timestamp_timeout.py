@@ -214,7 +214,7 @@ def test_unreachable_unicast_hosts_go_to_the_node_once_a_second() -> None:
 
     def body(lp: _Loop) -> None:
         hosts = [["10.0.0.9"], [], ["10.0.0.10"]]
-        lp.transport.take_unreachable = lambda now_ns: hosts.pop(0) if hosts else []  # type: ignore[attr-defined]
+        lp.transport.take_unreachable = lambda now_ns=None: hosts.pop(0) if hosts else []  # type: ignore[attr-defined]
         lp.rt.node.cancel_unreachable = lambda port, host, now_ns: calls.append((port, host)) or []  # type: ignore[attr-defined]
         lp.now = 2 * S
         lp.rt.check_unreachable(lp.now)
