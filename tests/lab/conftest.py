@@ -69,6 +69,18 @@ def in_netns(name: str) -> Iterator[None]:
         os.close(target)
 
 
+def open_pair(a: str, b: str, make: Callable[[], Any]) -> tuple[Any, Any]:
+    """``make()`` once inside namespace ``a`` and once inside ``b``, each opened there (a socket keeps
+    the namespace it was made in); the caller closes both."""
+    with in_netns(a):
+        ta = make()
+        ta.open()
+    with in_netns(b):
+        tb = make()
+        tb.open()
+    return ta, tb
+
+
 @contextlib.contextmanager
 def veth_netns_pair(tag: str, ipv4_prefix: str, ipv6_prefix: str | None = None) -> Iterator[tuple[str, str]]:
     """Namespaces ``pts<tag><run>a`` and ``...b``, ``eth0`` in each, one veth pair between them, up,

@@ -33,7 +33,7 @@ from controlplane.core.actions import (
 from controlplane.runtime.clock import VirtualClock
 from controlplane.runtime.loop import Runtime
 from controlplane.runtime.udp import UdpV4Transport
-from tests.lab.conftest import in_netns, veth_netns_pair
+from tests.lab.conftest import in_netns, open_pair, veth_netns_pair
 
 
 @pytest.fixture
@@ -99,12 +99,8 @@ class Receiver(Sender):
 
 def test_runtime_moves_messages_stamps_timers_and_faults(two_ns: tuple[str, str]) -> None:
     a, b = two_ns
-    with in_netns(a):
-        ta = UdpV4Transport("eth0")
-        ta.open()
+    ta, tb = open_pair(a, b, lambda: UdpV4Transport("eth0"))
     with in_netns(b):
-        tb = UdpV4Transport("eth0")
-        tb.open()
         missing = UdpV4Transport("nosuch0")
     sender, receiver = Sender(), Receiver()
     rx_clock = VirtualClock(offset_ns=5_000_000)

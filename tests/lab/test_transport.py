@@ -16,7 +16,7 @@ import pytest
 from controlplane.runtime.l2 import L2Transport
 from controlplane.runtime.transport import Received, TransportError, TxTimestamp
 from controlplane.runtime.udp import UdpV4Transport, UdpV6Transport
-from tests.lab.conftest import in_netns, veth_netns_pair
+from tests.lab.conftest import in_netns, open_pair, veth_netns_pair
 from tests.lab.conftest import sh as _sh
 
 
@@ -39,12 +39,7 @@ def _collect(t, want, timeout_s: float = 2.0) -> list:
 @pytest.mark.parametrize("cls", [UdpV4Transport, UdpV6Transport, L2Transport], ids=lambda c: c.network_protocol)
 def test_send_receive_with_timestamps(two_ns: tuple[str, str], cls) -> None:
     a, b = two_ns
-    with in_netns(a):
-        ta = cls("eth0")
-        ta.open()
-    with in_netns(b):
-        tb = cls("eth0")
-        tb.open()
+    ta, tb = open_pair(a, b, lambda: cls("eth0"))
     try:
         time.sleep(0.3)  # the kernel enables RX stamping (a static key) from a work item
         assert len(ta.fds()) == 2 and len(ta.protocol_address()) in (4, 6, 16)
@@ -77,12 +72,7 @@ def test_send_receive_with_timestamps(two_ns: tuple[str, str], cls) -> None:
 
 def test_unicast_send(two_ns: tuple[str, str]) -> None:
     a, b = two_ns
-    with in_netns(a):
-        ta = UdpV4Transport("eth0")
-        ta.open()
-    with in_netns(b):
-        tb = UdpV4Transport("eth0")
-        tb.open()
+    ta, tb = open_pair(a, b, lambda: UdpV4Transport("eth0"))
     try:
         time.sleep(0.2)
         token = ta.send(b"\x01\x02" + b"u" * 42, event=True, dest=("10.251.0.2", 0))
@@ -99,12 +89,7 @@ def test_l2_receives_on_a_bridge_port(two_ns: tuple[str, str]) -> None:
     _sh("ip", "-n", b, "link", "add", "br0", "type", "bridge")
     _sh("ip", "-n", b, "link", "set", "eth0", "master", "br0")
     _sh("ip", "-n", b, "link", "set", "br0", "up")
-    with in_netns(a):
-        ta = L2Transport("eth0")
-        ta.open()
-    with in_netns(b):
-        tb = L2Transport("eth0")
-        tb.open()
+    ta, tb = open_pair(a, b, lambda: L2Transport("eth0"))
     try:
         time.sleep(0.3)
         payload = b"\x00\x02" + b"b" * 42

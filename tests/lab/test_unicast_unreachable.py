@@ -26,7 +26,7 @@ import pytest
 
 from controlplane.runtime.transport import Received, TransportError, TxTimestamp
 from controlplane.runtime.udp import UdpV4Transport, UdpV6Transport
-from tests.lab.conftest import in_netns, veth_netns_pair
+from tests.lab.conftest import in_netns, open_pair, veth_netns_pair
 
 SO_MEMINFO = 55
 SK_MEMINFO_WMEM_ALLOC = 2  # linux/sock_diag.h: RMEM_ALLOC, RCVBUF, WMEM_ALLOC, SNDBUF, ...
@@ -100,12 +100,7 @@ def _flood(t, addr, n_forged: int, rounds: int, real: str):
 def test_forged_unicast_destinations_do_not_fill_the_send_buffer(lab):
     cls, addr, a, b = lab
     real = addr(2)
-    with in_netns(a):
-        t = cls("eth0")
-        t.open()
-    with in_netns(b):
-        peer = cls("eth0")
-        peer.open()
+    t, peer = open_pair(a, b, lambda: cls("eth0"))
     try:
         stats0 = t.neighbour_stats()
         assert stats0, "the neighbour gate did not open (rtnetlink)"
