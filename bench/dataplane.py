@@ -20,6 +20,10 @@ budget      (not in the default set: --only budget) 3 eBPF TC hops with XDP vs t
 oracle      the ptp4l oracle in the same run: ptp4l GM -> switch -> free-running ptp4l slave (the slave's
             offset is its error: one shared kernel clock): direct veth, plain bridge with the queues, and
             the eBPF TC with no queue / the queue inside / inside + congested egress port.
+onestep     a ONE-STEP GM (ptp-switch, twoStepFlag 0, one_step_dataplane 1: its own tc egress stamps its
+            Syncs) -> the congested switch with the eBPF TC -> free-running ptp4l slave, paired with a
+            direct veth run at the same time; 2 runs per transport (UDPv4, UDPv6, L2), plus the plain
+            bridges once (UDPv4). rms, core rms (without the largest 5 %), samples over 10 us.
 
 Prints JSON (``rows``: one flat dict per measurement, for bench/run.py's table) or writes it to --out.
 """
@@ -508,6 +512,110 @@ def measure_oracle(duration_s: float = 26.0, cases: tuple = ORACLE_CASES) -> dic
     return {"oracle_duration_s": duration_s, "rows": rows}
 
 
+# -- one-step GM: the ptp-switch daemon with twoStepFlag 0, stamped at its own tc egress ---------------
+ONESTEP_TRANSPORTS = ("UDPv4", "UDPv6", "L2")
+ONESTEP_FLAG = {"UDPv4": "-4", "UDPv6": "-6", "L2": "-2"}
+ONESTEP_GM = {"priority1": "10", "twoStepFlag": "0", "free_running": "1", "one_step_dataplane": "1"}
+ONESTEP_TRIM = 0.05   # "core rms": without the largest 5 % of |offset| (as tests/lab/test_dataplane_onestep.py)
+
+
+def _one_step_run(lab, transport: str, tag: str, duration_s: float, warmup_s: float) -> dict[str, Any]:
+    """A one-step ptp-switch GM (``one_step_dataplane 1``) on ``gm`` -> free-running ptp4l slave on
+    ``sl``; the slave's offsets after the warm-up, and the GM's count of dataplane-stamped sends."""
+    import pathlib
+    import re
+
+    from topologies import ptp4l as p4
+
+    exe = str(pathlib.Path(sys.executable).with_name("ptp-switch"))
+    opts = {k: v for k, v in p4.COMMON.items() if k not in ("free_running", "freq_est_interval")}
+    opts.update(ONESTEP_GM)
+    cfg = lab.workdir / f"onestep-{tag}.cfg"
+    cfg.write_text("[global]\n" + "".join(f"{k}\t\t{v}\n" for k, v in opts.items())
+                   + f"uds_address\t\t{lab.uds_path('gm', 'os' + tag)}\n")
+    log_path = lab.workdir / f"onestep-{tag}-gm.log"
+    argv = [exe, "run", "-m", "-f", str(cfg), ONESTEP_FLAG[transport]]
+    for i in lab.topology.ports("gm"):
+        argv += ["-i", i]
+    gm = lab.popen("gm", argv, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while "stamped at tc egress" not in log_path.read_text(errors="replace"):
+            if gm.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"one-step GM did not start:\n{log_path.read_text(errors='replace')[-1500:]}")
+            time.sleep(0.2)
+        sl = p4.start_ptp4l(lab, "sl", "slave", transport=ONESTEP_FLAG[transport], duration_s=duration_s, tag=tag)
+        try:
+            sl.proc.wait(timeout=duration_s + 15)
+        except subprocess.TimeoutExpired:
+            pass
+        text = sl.stop()
+    finally:
+        if gm.poll() is None:
+            gm.terminate()
+            try:
+                gm.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                gm.kill()
+                gm.wait(timeout=5)
+    samples = p4.parse_offsets(text)
+    offs = [x.offset_ns for x in samples if samples and x.t_s - samples[0].t_s >= warmup_s]
+    st = p4.offset_stats(text, warmup_s=warmup_s)
+    keep = sorted(abs(o) for o in offs)[:len(offs) - math.ceil(ONESTEP_TRIM * len(offs))]
+    m = re.search(r"one-step (\d+) \(dataplane-stamped (\d+)", log_path.read_text(errors="replace"))
+    return {"samples": st.samples, "rms_ns": round(st.rms_ns) if st.samples else None,
+            "core_rms_ns": round(math.sqrt(sum(o * o for o in keep) / len(keep))) if keep else None,
+            "max_abs_ns": st.max_abs_ns, "mean_ns": round(st.mean_ns) if st.samples else None,
+            "over_10us": sum(abs(o) > 10_000 for o in offs),
+            "mean_path_delay_ns": round(st.mean_path_delay_ns) if st.samples else None,
+            "gm_one_step_sends": int(m.group(1)) if m else None, "gm_dataplane_stamped": int(m.group(2)) if m else None}
+
+
+def measure_onestep(duration_s: float = 40.0, runs: int = 2, transports: tuple[str, ...] = ONESTEP_TRANSPORTS,
+                    warmup_s: float = 4.0) -> dict[str, Any]:
+    """tests/lab/test_dataplane_onestep.py's lab, ``runs`` paired runs per transport: the congested switch
+    (queue inside sw1, congested egress port) with the eBPF E2E TC || a direct veth, each with its own
+    one-step GM at the same time; UDPv4 also the plain bridges || direct once."""
+    import concurrent.futures
+
+    from dataplane.loader import Dataplane
+    from topologies import catalog, shaping
+    from topologies.model import Shaping
+    from topologies.netns import Lab
+
+    rows = []
+
+    def paired(sw_lab, direct_lab, transport: str, case: str, run: int) -> None:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            f_sw = pool.submit(_one_step_run, sw_lab, transport, f"{case}-{transport}-{run}", duration_s, warmup_s)
+            f_d = pool.submit(_one_step_run, direct_lab, transport, f"direct-{case}-{transport}-{run}", duration_s, warmup_s)
+            for label, f in ((case, f_sw), (f"direct (beside {case})", f_d)):
+                try:
+                    r = f.result()
+                except Exception as exc:  # noqa: BLE001 - one failed run is a row, not a lost section
+                    r = {"error": str(exc)[:300]}
+                rows.append({"section": "onestep", "case": label, "transport": transport, "run": run, **r})
+                say = r.get("rms_ns")
+                print(f"onestep {transport} {label} run {run}: rms {say} ns core {r.get('core_rms_ns')} ns "
+                      f"over 10 us {r.get('over_10us')}", file=sys.stderr, flush=True)
+
+    for transport in transports:
+        with Lab(catalog.parse("gm sw1 >i sl", name="dp-onestep")) as lab, Lab(catalog.parse("gm sl", name="dp-os-direct")) as direct:
+            port = lab.ifname("sw1", "sl")
+            shaping.install_htb(lab, "sw1", port, Shaping())
+            shaping.start_pacer(lab, "sw1", port, Shaping(), duration_s=(duration_s + 30) * (runs + 1))
+            if transport == "UDPv4":
+                paired(lab, direct, transport, "plain bridges", 1)
+            dp = Dataplane(list(lab.switch_ports("sw1")), pin=False)
+            lab.in_node("sw1", dp.attach)
+            try:
+                for run in range(1, runs + 1):
+                    paired(lab, direct, transport, "eBPF TC", run)
+            finally:
+                lab.in_node("sw1", dp.detach)
+    return {"onestep_duration_s": duration_s, "onestep_warmup_s": warmup_s, "rows": rows}
+
+
 # -- per-link error budget at several hops ------------------------------------------------------
 BUDGET_HOOKS = ("xdp", "tc")
 
@@ -558,10 +666,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (cost)")
     ap.add_argument("--duration", type=float, default=1.5, help="seconds per throughput repetition")
     ap.add_argument("--reps", type=int, default=10, help="repetitions per throughput mode (modes interleaved)")
-    ap.add_argument("--only", default="cost,throughput,residence,oracle", help="comma-separated sections")
+    ap.add_argument("--only", default="cost,throughput,residence,oracle,onestep", help="comma-separated sections")
     args = ap.parse_args(argv)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
-    unknown = only - {"cost", "throughput", "residence", "oracle", "budget"}
+    unknown = only - {"cost", "throughput", "residence", "oracle", "budget", "onestep"}
     if unknown:
         ap.error(f"unknown section(s): {sorted(unknown)}")
     quick = args.repeat < 100_000
@@ -582,6 +690,10 @@ def main(argv: list[str] | None = None) -> int:
         orc = measure_oracle(26 if not quick else 14)
         res["rows"] += orc.pop("rows")
         res.update(orc)
+    if "onestep" in only:
+        os_ = measure_onestep(40 if not quick else 20, 2 if not quick else 1)
+        res["rows"] += os_.pop("rows")
+        res.update(os_)
     if "budget" in only:
         bd = measure_budget(15 if not quick else 10)
         res["rows"] += bd.pop("rows")
