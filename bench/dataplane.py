@@ -526,6 +526,7 @@ def _one_step_run(lab, transport: str, tag: str, duration_s: float, warmup_s: fl
     import re
 
     from topologies import ptp4l as p4
+    from topologies.netns import stop_process
 
     exe = str(pathlib.Path(sys.executable).with_name("ptp-switch"))
     opts = {k: v for k, v in p4.COMMON.items() if k not in ("free_running", "freq_est_interval")}
@@ -551,13 +552,7 @@ def _one_step_run(lab, transport: str, tag: str, duration_s: float, warmup_s: fl
             pass
         text = sl.stop()
     finally:
-        if gm.poll() is None:
-            gm.terminate()
-            try:
-                gm.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                gm.kill()
-                gm.wait(timeout=5)
+        stop_process(gm)
     samples = p4.parse_offsets(text)
     offs = [x.offset_ns for x in samples if samples and x.t_s - samples[0].t_s >= warmup_s]
     st = p4.offset_stats(text, warmup_s=warmup_s)

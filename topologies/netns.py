@@ -521,6 +521,17 @@ class Lab:
         return self.run(src, argv, timeout=timeout_s * count + 5).returncode == 0
 
 
+def stop_process(proc: subprocess.Popen[Any], timeout_s: float = 10.0) -> None:
+    """SIGTERM a process this code started, wait ``timeout_s``, then SIGKILL (and reap it)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
 @contextlib.contextmanager
 def lab(topology: Topology, run_id: str | None = None) -> Iterator[Lab]:
     with Lab(topology, run_id) as built:

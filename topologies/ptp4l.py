@@ -78,13 +78,9 @@ class Ptp4lRun:
             return ""
 
     def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        from topologies.netns import stop_process  # netns imports pyroute2; the parsers here need none
+
+        stop_process(self.proc, timeout_s=5)
         return self.text()
 
 

@@ -54,7 +54,7 @@ import pytest
 
 from topologies import catalog
 from topologies import ptp4l as p4
-from topologies.netns import Lab
+from topologies.netns import Lab, stop_process
 from topologies import shaping
 from topologies.model import Shaping
 from tests.lab.test_dataplane_lab import FLAG, TOPOLOGY, cli
@@ -85,16 +85,6 @@ def _keep(lab: Lab, tag: str, *paths: pathlib.Path) -> None:
     for p in [*lab.workdir.glob("ptp4l-*.log"), *lab.workdir.glob("*.log"), *paths]:
         if p.exists():
             shutil.copy(p, LOG_DIR / f"{tag}-{p.name}")
-
-
-def _stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +132,7 @@ def measure_one_step(lab: Lab, transport: str, tag: str, *, capture_on: str | No
         if capture_on is not None:
             proc.wait(timeout=30)
     finally:
-        _stop(gm)
+        stop_process(gm)
         _keep(lab, tag, *([cap] if cap is not None else []))
     gm_text = gm_log.read_text(errors="replace")
     st = p4.offset_stats(text, warmup_s=WARMUP_S)
