@@ -166,10 +166,16 @@ int tc_egress(struct __sk_buff *skb)
 		return TC_ACT_OK;                       /* one-step TC: Delay_Req was corrected itself */
 	tk.k.domain = p.key.domain;
 	tk.k.seq = p.key.seq;
-	if (p.msg_type == PTP_DELAY_RESP)
-		__builtin_memcpy(tk.k.port_id, p.req_port_id, 10);
-	else
+	if (p.msg_type == PTP_DELAY_RESP) {
+		/* requestingPortIdentity (the parser checked messageLength >= 54 for Delay_Resp) */
+		__u8 *h = (void *)(long)skb->data + (p.ptp_off & 0xff);
+
+		if ((void *)(h + PTP_OFF_REQ_PORT_ID + 10) > (void *)(long)skb->data_end)
+			return TC_ACT_OK;
+		__builtin_memcpy(tk.k.port_id, h + PTP_OFF_REQ_PORT_ID, 10);
+	} else {
 		__builtin_memcpy(tk.k.port_id, p.key.port_id, 10);
+	}
 	tk.ifindex = ifindex;
 	slot = ptp_twostep_slot(&tk.k, ifindex);
 	tv = ptp_twostep.lookup(&slot);
