@@ -45,6 +45,7 @@ static __always_inline int ptp_parse(void *data, void *data_end, struct ptp_pkt 
 	__u16 proto;
 	__u32 avail;
 
+	p->msg_type = PTP_SLOT_MALFORMED;       /* the counter slot of a frame that fails below */
 	if ((void *)(eth + 1) > data_end)
 		return PTP_SHORT;
 	proto = *(__be16 *)(data + 12);    /* one 16-bit load (struct ethhdr is packed: byte loads) */
@@ -118,7 +119,6 @@ static __always_inline int ptp_parse(void *data, void *data_end, struct ptp_pkt 
 		__u32 mlen, minlen;
 		off &= 0xff;
 		h = data + off;
-		p->msg_type = PTP_SLOT_MALFORMED;
 		if ((void *)(h + PTP_HDR_LEN) > data_end || p->payload_len < PTP_HDR_LEN)
 			return PTP_BAD;
 		if ((h[PTP_OFF_VERSION] & 0x0f) != 2 || (h[PTP_OFF_VERSION] >> 4) > 1)
