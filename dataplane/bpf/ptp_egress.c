@@ -68,7 +68,7 @@ int tc_egress(struct __sk_buff *skb)
 			return TC_ACT_OK;
 		data = (void *)(long)skb->data;
 		data_end = (void *)(long)skb->data_end;
-			r = ptp_parse(data, data_end, &p);
+		r = ptp_parse(data, data_end, &p);
 	}
 	PTP_STAGE(1, r == PTP_OK ? TC_ACT_OK : TC_ACT_UNSPEC);
 	if (r != PTP_OK && r != PTP_BAD)
@@ -106,8 +106,9 @@ int tc_egress(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 	PTP_STAGE(2, TC_ACT_OK);
-	now = bpf_ktime_get_tai_ns();  /* the ingress stamps' clock (ptp_common.h) */
 	stale = g->stale_age_ns;
+	/* the clock (CLOCK_TAI, the ingress stamps' clock: ptp_common.h) is read only once a ring entry
+	 * was found, as late as possible: fewer values live across the call, no read for a miss */
 
 	if (ptp_is_event(p.msg_type)) {
 		slot = ptp_stamp_slot(&p.key);
@@ -116,6 +117,7 @@ int tc_egress(struct __sk_buff *skb)
 			PTP_COUNT(pc, PTP_C_NO_INGRESS);
 			return TC_ACT_OK;
 		}
+		now = bpf_ktime_get_tai_ns();
 		age = now - ing->t_ns;      /* a stamp from the future wraps to a huge age (stale <= 1 s) */
 		if (age > stale) {
 			PTP_COUNT(pc, PTP_C_STALE);
@@ -180,6 +182,7 @@ int tc_egress(struct __sk_buff *skb)
 	tv = ptp_twostep.lookup(&slot);
 	if (!tv)
 		return TC_ACT_OK;
+	now = bpf_ktime_get_tai_ns();
 	if ((tv->flags & PTP_TS_RESIDENCE) && tv->tk.ifindex == ifindex && ptp_key_eq(&tv->tk.k, &tk.k) &&
 	    now - tv->t_ns <= stale) {
 		corr = tv->corr_scaled;
