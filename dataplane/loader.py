@@ -38,6 +38,7 @@ from dataplane.maps import (
     GlobalConfig,
     Mode,
     PortConfig,
+    RATE_ONE_Q32,
     PtpKey,
     check_against_bcc,
 )
@@ -500,7 +501,8 @@ class Dataplane:
         ``ifname`` adds the time from then to its correctionField (one map write, ~2 us from Python)."""
         assert self.maps is not None
         key = PtpKey.make(domain, msg_type, sequence_id, source_port_identity)
-        self.maps.seed_ingress(key, tai_ns, self._port(ifname).ifindex, local=True)
+        # this host's clock, not a port's neighbour: rate ratio 1.0, no link delay (no port_cfg lookup)
+        self.maps.seed_ingress(key, tai_ns, self._port(ifname).ifindex, RATE_ONE_Q32, 0, local=True)
 
     def stats(self) -> dict[str, dict[str, dict[str, int]]]:
         assert self.maps is not None

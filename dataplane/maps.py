@@ -107,7 +107,8 @@ class PtpKey(ctypes.Structure):
 class PtpStamp(ctypes.Structure):
     """One slot of the ingress stamp ring (struct ptp_stamp)."""
 
-    _fields_ = [("key", PtpKey), ("t_ns", ctypes.c_uint64), ("ifindex", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
+    _fields_ = [("key", PtpKey), ("t_ns", ctypes.c_uint64), ("ifindex", ctypes.c_uint32), ("flags", ctypes.c_uint32),
+                ("rate_ratio_q32", ctypes.c_uint64), ("link_delay_scaled", ctypes.c_int64)]
 
 
 PtpIngressVal = PtpStamp        # the old name: what an ingress lookup returns (t_ns, ifindex)
@@ -171,7 +172,7 @@ MAP_TYPES: dict[str, tuple[type, type]] = {
     "counters": (ctypes.c_uint32, PtpCounters),
 }
 PERCPU_MAPS = {"counters"}
-EXPECTED_SIZES = {PtpKey: 16, PtpStamp: 32, PtpTwostepKey: 24, PtpTwostepVal: 48, PtpPortCfg: 40,
+EXPECTED_SIZES = {PtpKey: 16, PtpStamp: 48, PtpTwostepKey: 24, PtpTwostepVal: 48, PtpPortCfg: 40,
                   PtpGlobalCfg: 40, PtpCounters: 8 * 17}
 
 
@@ -375,11 +376,30 @@ class DataplaneMaps:
 
     # --- state (tests, diagnostics) --------------------------------------------------------
     # The rings are arrays: "absent" is a slot holding another message (or nothing valid).
-    def seed_ingress(self, key: PtpKey, t_ns: int, ifindex: int, *, local: bool = False) -> None:
+    def seed_ingress(self, key: PtpKey, t_ns: int, ifindex: int, rate_ratio_q32: int | None = None,
+                     link_delay_scaled: int | None = None, *, local: bool = False) -> None:
         """Write an ingress stamp as the ingress program would have (tests, diagnostics); ``local``:
         the record of this host's own one-step send leaving through ``ifindex`` (clock read at the
-        CLOCK_TAI instant ``t_ns``), whose egress adds the time since then (:meth:`stamp_local_send`)."""
-        v = PtpStamp(key=key, t_ns=t_ns, ifindex=ifindex, flags=STAMP_VALID | (STAMP_LOCAL if local else 0))
+        CLOCK_TAI instant ``t_ns``), whose egress adds the time since then (``Dataplane.stamp_local_send``).
+        The stamp carries the ingress port's rate ratio (Q32, 1.0 == 1 << 32) and, for a Sync entering a
+        P2P port, its meanLinkDelay + delayAsymmetry (scaled ns); egress uses these, not port_cfg.
+        None (the default) takes them from port_cfg[ifindex] now, as the ingress program does: 1.0 and 0
+        when the port is not configured."""
+        if rate_ratio_q32 is None or link_delay_scaled is None:
+            c = PtpPortCfg()
+            ok = 0 < ifindex < MAX_IFINDEX and libbpf.map_lookup(self.fds["port_cfg"], ctypes.c_uint32(ifindex), c)
+            if not ok or not c.flags & PORT_ENABLED:
+                c = PtpPortCfg()
+            if rate_ratio_q32 is None:
+                rate_ratio_q32 = c.rate_ratio_q32 or RATE_ONE_Q32
+            if link_delay_scaled is None:
+                p2p_sync = key.msg_type == MessageType.SYNC and c.mode == Mode.P2P
+                link_delay_scaled = c.mean_link_delay_scaled + c.delay_asymmetry_scaled if p2p_sync else 0
+        if not 0 < rate_ratio_q32 < 1 << 64:
+            raise ValueError(f"rate_ratio_q32 {rate_ratio_q32} outside 1..2**64-1")
+        v = PtpStamp(key=key, t_ns=t_ns, ifindex=ifindex, flags=STAMP_VALID | (STAMP_LOCAL if local else 0),
+                     rate_ratio_q32=rate_ratio_q32,
+                     link_delay_scaled=link_delay_scaled)
         libbpf.map_update(self.fds["ptp_ingress"], ctypes.c_uint32(stamp_slot(key)), v)
 
     def ingress(self, key: PtpKey) -> PtpStamp | None:

@@ -123,7 +123,6 @@ static __always_inline int ptp_ingress_stamp(void *data, void *data_end, __u32 i
 	__u32 slot;
 	int r;
 
-	__builtin_memset(&p, 0, sizeof(p));
 	r = ptp_parse(data, data_end, &p);
 	PTP_STAGE(1, r);
 	if (r != PTP_OK && r != PTP_BAD)
@@ -160,6 +159,9 @@ static __always_inline int ptp_ingress_stamp(void *data, void *data_end, __u32 i
 	s->t_ns = now;
 	s->ifindex = ifindex;
 	s->flags = PTP_STAMP_VALID;
+	s->rate_ratio_q32 = cfg->rate_ratio_q32 ? cfg->rate_ratio_q32 : PTP_RATE_ONE;
+	s->link_delay_scaled = p.msg_type == PTP_SYNC && cfg->mode == PTP_MODE_P2P ?
+			       cfg->mean_link_delay_scaled + cfg->delay_asymmetry_scaled : 0;
 	__builtin_memcpy(&s->key, &p.key, sizeof(s->key));
 	return r;
 }

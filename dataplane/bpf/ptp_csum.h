@@ -24,6 +24,19 @@ static __always_inline __u32 ptp_csum64(__u64 v)
 	return (__u32)(v & 0xffff) + (__u32)((v >> 16) & 0xffff) + (__u32)((v >> 32) & 0xffff) + (__u32)(v >> 48);
 }
 
+/* the one's-complement difference new - old of two 64-bit fields as a 32-bit partial sum (__wsum) for
+ * bpf_l4_csum_replace: the 32-bit halves of ~old and new summed with end-around carry. A 32-bit
+ * one's-complement sum is congruent to the 16-bit one mod 0xffff (2^16 == 1), which is all the helper's
+ * csum_add + csum_fold see. */
+static __always_inline __u32 ptp_csum_diff64(__u64 old_be, __u64 new_be)
+{
+	__u64 s = (~old_be & 0xffffffff) + (~old_be >> 32) + (new_be & 0xffffffff) + (new_be >> 32);
+
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffffffff) + (s >> 32);
+	return (__u32)s;
+}
+
 static __always_inline __u16 ptp_csum_fold(__u32 c)
 {
 	c = (c & 0xffff) + (c >> 16);
@@ -75,8 +88,7 @@ static __always_inline int ptp_add_correction(struct __sk_buff *skb, struct ptp_
 		*field = new_be;
 		if (p->transport == PTP_TR_UDP4 && *check == 0)
 			return 0;               /* IPv4 without a checksum: keep it that way */
-		if (bpf_l4_csum_replace(skb, coff, 0, ptp_csum64(~old_be) + ptp_csum64(new_be),
-					BPF_F_MARK_MANGLED_0) < 0)
+		if (bpf_l4_csum_replace(skb, coff, 0, ptp_csum_diff64(old_be, new_be), BPF_F_MARK_MANGLED_0) < 0)
 			return -2;
 	}
 	return 0;

@@ -7,7 +7,8 @@
  *
  * Per PTP message (port enabled, domain accepted, forwarded i.e. skb->ingress_ifindex != 0):
  *   event (Sync, Delay_Req, Pdelay_Req, Pdelay_Resp): residence = now - ingress stamp, x rate ratio,
- *     in scaled ns; P2P: + the ingress port's meanLinkDelay + delayAsymmetry (Sync only).
+ *     in scaled ns; P2P: + the ingress port's meanLinkDelay + delayAsymmetry (Sync only); the rate
+ *     ratio and link delay are the ingress port's at ingress time, carried in the stamp (ptp_shared.h).
  *       one-step                    -> added to its own correctionField here
  *       two-step Sync / Pdelay_Resp -> stored for {message, this port}; the Follow_Up /
  *                                      Pdelay_Resp_Follow_Up leaving this port adds it
@@ -77,19 +78,18 @@ int tc_egress(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	struct ptp_port_cfg *ecfg, *icfg;
+	struct ptp_port_cfg *ecfg;
 	struct ptp_global_cfg *g;
 	struct ptp_counters *pc;
 	struct ptp_stamp *ing;
-	struct ptp_twostep_key tk = {};
+	struct ptp_twostep_key tk;
 	struct ptp_twostep_val *tv;
 	struct ptp_pkt p;
-	__u64 now, stale, age, rr;
+	__u64 now, stale, age;
 	__u32 ifindex, iif, slot;
 	__s64 corr;
 	int r;
 
-	__builtin_memset(&p, 0, sizeof(p));
 	r = ptp_parse(data, data_end, &p);
 	if (r == PTP_NOT)
 		return TC_ACT_OK;
@@ -99,7 +99,6 @@ int tc_egress(struct __sk_buff *skb)
 			return TC_ACT_OK;
 		data = (void *)(long)skb->data;
 		data_end = (void *)(long)skb->data_end;
-		__builtin_memset(&p, 0, sizeof(p));
 		r = ptp_parse(data, data_end, &p);
 	}
 	PTP_STAGE(1, r == PTP_OK ? TC_ACT_OK : TC_ACT_UNSPEC);
@@ -140,8 +139,9 @@ int tc_egress(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 	PTP_STAGE(2, TC_ACT_OK);
-	now = bpf_ktime_get_tai_ns();  /* the ingress stamps' clock (ptp_common.h) */
 	stale = g->stale_age_ns;
+	/* the clock (CLOCK_TAI, the ingress stamps' clock: ptp_common.h) is read only once a ring entry
+	 * was found, as late as possible: fewer values live across the call, no read for a miss */
 
 	if (ptp_is_event(p.msg_type)) {
 		slot = ptp_stamp_slot(&p.key);
@@ -150,19 +150,16 @@ int tc_egress(struct __sk_buff *skb)
 			PTP_COUNT(pc, PTP_C_NO_INGRESS);
 			return TC_ACT_OK;
 		}
-		age = now - ing->t_ns;
-		if (ing->t_ns > now || age > stale) {
+		now = bpf_ktime_get_tai_ns();
+		age = now - ing->t_ns;      /* a stamp from the future wraps to a huge age (stale <= 1 s) */
+		if (age > stale) {
 			PTP_COUNT(pc, PTP_C_STALE);
 			return TC_ACT_OK;
 		}
 		PTP_STAGE(3, TC_ACT_OK);
-		icfg = ptp_port(ing->ifindex);
-		rr = icfg && icfg->rate_ratio_q32 ? icfg->rate_ratio_q32 : PTP_RATE_ONE;
-		corr = (__s64)((age * rr) >> 16);
-		if (p.msg_type == PTP_SYNC && icfg && icfg->mode == PTP_MODE_P2P)
-			corr += icfg->mean_link_delay_scaled + icfg->delay_asymmetry_scaled;
+		/* the ingress port's rate ratio and (P2P Sync) link delay, copied into the stamp at ingress */
+		corr = (__s64)((age * ing->rate_ratio_q32) >> 16) + ing->link_delay_scaled;
 
-		__builtin_memcpy(&tk.k, &p.key, sizeof(tk.k));
 		if ((p.msg_type == PTP_SYNC || p.msg_type == PTP_PDELAY_RESP) &&
 		    (p.flags0 & PTP_FLAG0_TWO_STEP))
 			tk.ifindex = ifindex;
@@ -172,6 +169,8 @@ int tc_egress(struct __sk_buff *skb)
 			ptp_correct(skb, &p, corr, pc);
 			return TC_ACT_OK;
 		}
+		__builtin_memcpy(&tk.k, &p.key, sizeof(tk.k));
+		tk.pad = 0;
 		slot = ptp_twostep_slot(&tk.k, tk.ifindex);
 		tv = ptp_twostep.lookup(&slot);
 		if (!tv)
@@ -199,15 +198,24 @@ int tc_egress(struct __sk_buff *skb)
 		return TC_ACT_OK;                       /* one-step TC: Delay_Req was corrected itself */
 	tk.k.domain = p.key.domain;
 	tk.k.seq = p.key.seq;
-	if (p.msg_type == PTP_DELAY_RESP)
-		__builtin_memcpy(tk.k.port_id, p.req_port_id, 10);
-	else
+	tk.k.pad = 0;
+	tk.pad = 0;
+	if (p.msg_type == PTP_DELAY_RESP) {
+		/* requestingPortIdentity (the parser checked messageLength >= 54 for Delay_Resp) */
+		__u8 *h = (void *)(long)skb->data + (p.ptp_off & 0xff);
+
+		if ((void *)(h + PTP_OFF_REQ_PORT_ID + 10) > (void *)(long)skb->data_end)
+			return TC_ACT_OK;
+		__builtin_memcpy(tk.k.port_id, h + PTP_OFF_REQ_PORT_ID, 10);
+	} else {
 		__builtin_memcpy(tk.k.port_id, p.key.port_id, 10);
+	}
 	tk.ifindex = ifindex;
 	slot = ptp_twostep_slot(&tk.k, ifindex);
 	tv = ptp_twostep.lookup(&slot);
 	if (!tv)
 		return TC_ACT_OK;
+	now = bpf_ktime_get_tai_ns();
 	if ((tv->flags & PTP_TS_RESIDENCE) && tv->tk.ifindex == ifindex && ptp_key_eq(&tv->tk.k, &tk.k) &&
 	    now - tv->t_ns <= stale) {
 		corr = tv->corr_scaled;

@@ -34,7 +34,6 @@ struct ptp_pkt {
 	__u8  msg_type;         /* messageType (PTP_SLOT_MALFORMED when unknown) */
 	__u8  flags0;           /* flagField[0] */
 	struct ptp_key key;     /* domain, type, seq, sourcePortIdentity */
-	__u8  req_port_id[10];  /* requestingPortIdentity (Delay_Resp / Pdelay_Resp / _Follow_Up) */
 };
 
 #define PTP_MAX_L4_OFF 128      /* eth(14) + 2 tags(8) + IPv4 with options(60) fits; keeps offsets bounded */
@@ -46,9 +45,10 @@ static __always_inline int ptp_parse(void *data, void *data_end, struct ptp_pkt 
 	__u16 proto;
 	__u32 avail;
 
+	p->msg_type = PTP_SLOT_MALFORMED;       /* the counter slot of a frame that fails below */
 	if ((void *)(eth + 1) > data_end)
 		return PTP_SHORT;
-	proto = eth->h_proto;
+	proto = *(__be16 *)(data + 12);    /* one 16-bit load (struct ethhdr is packed: byte loads) */
 #pragma unroll
 	for (int i = 0; i < 2; i++) {
 		if (proto == bpf_htons(ETH_P_8021Q_) || proto == bpf_htons(ETH_P_8021AD_)) {
@@ -119,7 +119,6 @@ static __always_inline int ptp_parse(void *data, void *data_end, struct ptp_pkt 
 		__u32 mlen, minlen;
 		off &= 0xff;
 		h = data + off;
-		p->msg_type = PTP_SLOT_MALFORMED;
 		if ((void *)(h + PTP_HDR_LEN) > data_end || p->payload_len < PTP_HDR_LEN)
 			return PTP_BAD;
 		if ((h[PTP_OFF_VERSION] & 0x0f) != 2 || (h[PTP_OFF_VERSION] >> 4) > 1)
@@ -135,15 +134,17 @@ static __always_inline int ptp_parse(void *data, void *data_end, struct ptp_pkt 
 			return PTP_BAD;         /* minlen >= 44 (the verifier needs to see it) */
 		p->msg_len = mlen;
 		p->flags0 = h[PTP_OFF_FLAGS0];
-		p->key.domain = h[PTP_OFF_DOMAIN];
-		p->key.msg_type = p->msg_type;
-		p->key.pad = 0;
-		__builtin_memcpy(&p->key.seq, h + PTP_OFF_SEQ, 2);
-		__builtin_memcpy(p->key.port_id, h + PTP_OFF_SPI, 10);
-		if (mlen >= 54 && (void *)(h + 54) <= data_end)
-			__builtin_memcpy(p->req_port_id, h + PTP_OFF_REQ_PORT_ID, 10);
-		else
-			__builtin_memset(p->req_port_id, 0, 10);
+		/* the key as two 64-bit words straight from the header's words (packet loads may be
+		 * unaligned on x86; the bound h + 44 was checked above):
+		 * {domain, type, sequenceId, sourcePortIdentity[0..4]}, {sourcePortIdentity[4..10], pad 0} */
+		{
+			__u64 w[2];
+
+			w[0] = (__u64)h[PTP_OFF_DOMAIN] | ((__u64)p->msg_type << 8) |
+			       ((__u64)*(__u16 *)(h + PTP_OFF_SEQ) << 16) | ((__u64)*(__u32 *)(h + PTP_OFF_SPI) << 32);
+			w[1] = (__u64)*(__u32 *)(h + PTP_OFF_SPI + 4) | ((__u64)*(__u16 *)(h + PTP_OFF_SPI + 8) << 32);
+			__builtin_memcpy(&p->key, w, sizeof(w));
+		}
 	}
 	return PTP_OK;
 }

@@ -65,14 +65,19 @@ struct ptp_key {
 _Static_assert(sizeof(struct ptp_key) == 16, "ptp_key size");
 
 /* One slot of the ingress stamp ring (ptp_ingress[ptp_stamp_slot(key)]): the newest event message
- * that hashed here. Egress trusts it only if the whole key matches and it is not stale. */
+ * that hashed here. Egress trusts it only if the whole key matches and it is not stale.
+ * The ingress port's rate ratio and (P2P Sync) link delay travel with the stamp, copied from port_cfg
+ * at ingress, so that egress needs no second port lookup: a control-plane update that lands while a
+ * frame is inside the switch applies from the next frame (both change slowly). */
 struct ptp_stamp {
 	struct ptp_key key;
 	__u64 t_ns;             /* CLOCK_TAI at ingress (bpf_ktime_get_tai_ns() or the back-dated RX stamp) */
 	__u32 ifindex;          /* ingress port */
 	__u32 flags;            /* PTP_STAMP_VALID, PTP_STAMP_LOCAL */
+	__u64 rate_ratio_q32;   /* the ingress port's rate ratio at ingress, 1.0 == 1 << 32 (never 0) */
+	__s64 link_delay_scaled; /* P2P Sync: the ingress port's meanLinkDelay + delayAsymmetry, ns << 16; else 0 */
 };
-_Static_assert(sizeof(struct ptp_stamp) == 32, "ptp_stamp size");
+_Static_assert(sizeof(struct ptp_stamp) == 48, "ptp_stamp size");
 
 struct ptp_twostep_key {
 	struct ptp_key k;

@@ -424,6 +424,61 @@ def test_p2p_two_step_follow_up_gets_residence_plus_link_delay(dp, p2p):
     assert RES_NS << 16 <= added <= (RES_NS + WINDOW_NS) << 16
 
 
+# --- rate ratio and link delay travel in the ingress stamp ------------------------------------
+RR_Q32 = round(1.25 * (1 << 32))
+
+
+@pytest.mark.parametrize("hook", ("xdp", "tc"))
+@pytest.mark.parametrize("mode", (Mode.P2P, Mode.E2E))
+@pytest.mark.parametrize("msg", (F.SYNC, F.DELAY_REQ, F.PDELAY_RESP))
+def test_ingress_copies_rate_ratio_and_p2p_sync_link_delay_into_the_stamp(dp, maps, hook, mode, msg):
+    """The ingress program copies its port's rate ratio and, for a Sync entering a P2P port only,
+    meanLinkDelay + delayAsymmetry into the stamp; the egress adds exactly those."""
+    maps.set_port(PortConfig(ifindex=LO, slot=SLOT[LO], mode=mode, rate_ratio=1.25, mean_link_delay_ns=LINK_NS,
+                             delay_asymmetry_ns=ASYM_NS))
+    frame = F.encap("udp4", F.ptp(msg, seq=77))
+    if hook == "xdp":
+        run_xdp(dp.prog_fds["xdp_ingress"], frame, ingress_ifindex=LO)
+    else:
+        run_tc(dp.prog_fds["tc_ingress"], frame, ifindex=LO)
+    v = maps.ingress(key_of(msg, seq=77))
+    link = round(LINK_NS * 65536) + round(ASYM_NS * 65536) if mode == Mode.P2P and msg == F.SYNC else 0
+    assert v is not None and v.rate_ratio_q32 == RR_Q32 and v.link_delay_scaled == link
+    if mode == Mode.P2P and msg != F.SYNC:
+        return                                  # a P2P egress port drops forwarded Delay_Req / Pdelay_*
+    out = run_tc(dp.prog_fds["tc_egress"], frame, ifindex=LO, ingress_ifindex=LO)
+    added = F.correction(out.data) - link
+    assert 0 < added <= WINDOW_NS * 1.25 * 65536 and F.udp_checksum_ok(out.data) in (None, True)
+
+
+def test_egress_takes_rate_ratio_and_link_delay_from_the_stamp_not_port_cfg(dp, maps):
+    """A stamp's own values win over the ingress port's configuration at egress time (the port was
+    reconfigured while the frame was inside): would fail if egress still looked the port up."""
+    maps.set_port(PortConfig(ifindex=PEER, slot=SLOT[PEER], mode=Mode.P2P, rate_ratio=0.75, mean_link_delay_ns=9_999.0))
+    extra = 12_345 << 16
+    res = 400_000_000       # 1.25 x 400 ms vs 1.0 x: a 100 ms margin for the time between seed and run
+    maps.seed_ingress(key_of(F.SYNC), mono_ns() - res, PEER, rate_ratio_q32=RR_Q32, link_delay_scaled=extra)
+    r = egress(dp, F.encap("udp4", F.ptp(F.SYNC)))
+    added_ns = (F.correction(r.data) - extra) / 65536
+    assert res * 1.25 <= added_ns <= (TEST_STALE_NS + 1) * 1.25
+    assert F.udp_checksum_ok(r.data) is True
+    # and the other way round: a stamp with 1.0 and no link delay adds the bare residence
+    maps.seed_ingress(key_of(F.SYNC, seq=101), mono_ns() - RES_NS, PEER, rate_ratio_q32=1 << 32, link_delay_scaled=0)
+    r = egress(dp, F.encap("udp4", F.ptp(F.SYNC, seq=101)))
+    assert RES_NS << 16 <= F.correction(r.data) <= (RES_NS + WINDOW_NS) << 16
+
+
+def test_seed_ingress_defaults_follow_the_port_and_reject_a_zero_rate_ratio(dp, p2p):
+    p2p.seed_ingress(key_of(F.SYNC), mono_ns(), PEER)
+    p2p.seed_ingress(key_of(F.DELAY_REQ), mono_ns(), PEER)
+    p2p.seed_ingress(key_of(F.SYNC, seq=5), mono_ns(), 4321)            # not a configured port
+    s, d, u = p2p.ingress(key_of(F.SYNC)), p2p.ingress(key_of(F.DELAY_REQ)), p2p.ingress(key_of(F.SYNC, seq=5))
+    assert s.link_delay_scaled == round(LINK_NS * 65536) + round(ASYM_NS * 65536) and s.rate_ratio_q32 == 1 << 32
+    assert d.link_delay_scaled == 0 and u.link_delay_scaled == 0 and u.rate_ratio_q32 == 1 << 32
+    with pytest.raises(ValueError):
+        p2p.seed_ingress(key_of(F.SYNC), mono_ns(), PEER, rate_ratio_q32=0)
+
+
 @pytest.mark.parametrize("msg", (F.PDELAY_REQ, F.PDELAY_RESP, F.PDELAY_RESP_FU, F.DELAY_REQ))
 @pytest.mark.parametrize("encap", ("l2_pdelay", "udp4"))
 def test_p2p_forwarded_pdelay_and_delay_req_dropped_local_passes(dp, p2p, msg, encap):
