@@ -195,6 +195,9 @@ class PortStateChange:
 
 @dataclasses.dataclass(frozen=True)
 class OffsetStats:
+    """A free-running slave's offsets after the warm-up. ``rms_without_worst_ns`` leaves out the one
+    largest |offset| (see ``rms_without_worst``)."""
+
     samples: int
     rms_ns: float
     max_abs_ns: int
@@ -203,10 +206,26 @@ class OffsetStats:
     mean_path_delay_ns: float
     first_offset_after_s: float | None  # from ptp4l's first log line to its first offset line
     summaries: int = 0  # rms-summary lines seen (summary_interval above the sync interval)
+    rms_without_worst_ns: float = math.nan
 
     def line(self) -> str:
-        return (f"n={self.samples} rms={self.rms_ns:.0f} max|off|={self.max_abs_ns} mean={self.mean_ns:.0f} sd={self.sd_ns:.0f} "
+        return (f"n={self.samples} rms={self.rms_ns:.0f} (without the worst {self.rms_without_worst_ns:.0f}) "
+                f"max|off|={self.max_abs_ns} mean={self.mean_ns:.0f} sd={self.sd_ns:.0f} "
                 f"path_delay={self.mean_path_delay_ns:.0f} ns first_offset_after={self.first_offset_after_s}")
+
+
+# The oracle's own rare outlier: on this VM's veth links the kernel's software TX stamp (veth_xmit)
+# and the peer's RX stamp (netif_rx, the next call in the same path) are sometimes 20-50 us apart.
+# Measured 2026-11-21 ~20:55 UTC (/tmp/gmspk/exp2.py: direct veth, 8 Sync/s for 2 min, beside two
+# pytest lab workers; captured slave RX tap - Follow_Up preciseOriginTimestamp): +19..+53 us above the
+# median for 3 of 951 Syncs of a ptp4l GM and 6 of 953 of a ptp-switch GM run at the same time; quiet,
+# none in 4 x 30 one-step samples. A free-running slave prints one Sync a second, so one such Sync
+# decides the rms of a 15-sample test whatever the switch does. Tests with few samples bound the rms
+# without the single worst one, and print both.
+def rms_without_worst(values: "list[int] | tuple[int, ...]", drop: int = 1) -> float:
+    """rms of ``values`` without the ``drop`` largest |value| (nan if nothing is left)."""
+    kept = sorted(abs(v) for v in values)[:max(0, len(values) - drop)]
+    return math.sqrt(sum(v * v for v in kept) / len(kept)) if kept else math.nan
 
 
 def parse_offsets(text: str) -> list[OffsetSample]:
@@ -267,13 +286,16 @@ def offset_stats(text: str, *, warmup_s: float = 5.0) -> OffsetStats:
         rms = math.sqrt(sum(o * o for o in offs) / n)
         sd = math.sqrt(sum((o - mean) ** 2 for o in offs) / n)
         delay = sum(s.path_delay_ns for s in kept) / n
-        return OffsetStats(n, rms, max(abs(o) for o in offs), mean, sd, delay, first_after)
+        return OffsetStats(n, rms, max(abs(o) for o in offs), mean, sd, delay, first_after,
+                           rms_without_worst_ns=rms_without_worst(offs))
     sums = parse_summaries(text)
     if sums:
         t0 = sums[0].t_s
         first_after = round(t0 - first_t, 3) if first_t is not None else None
         kept = [s for s in sums if s.t_s - t0 >= warmup_s] or sums
         delays = [s.delay_ns for s in kept if s.delay_ns is not None]
-        return OffsetStats(len(kept), sum(s.rms_ns for s in kept) / len(kept), max(s.max_ns for s in kept), math.nan, math.nan,
-                           sum(delays) / len(delays) if delays else math.nan, first_after, summaries=len(kept))
+        rms = sum(s.rms_ns for s in kept) / len(kept)
+        return OffsetStats(len(kept), rms, max(s.max_ns for s in kept), math.nan, math.nan,
+                           sum(delays) / len(delays) if delays else math.nan, first_after, summaries=len(kept),
+                           rms_without_worst_ns=rms)   # per-sample values are not in the summary lines
     return OffsetStats(0, math.nan, 0, math.nan, math.nan, math.nan, None)

@@ -27,6 +27,7 @@ from typing import Any, Callable
 import pytest
 
 from topologies import ptp4l as p4
+from topologies.ptp4l import rms_without_worst
 from topologies.netns import Lab
 from tests.lab.conftest import PTP_SWITCH, switch_config_text
 
@@ -148,7 +149,9 @@ def test_ptp_switch_gm_to_ptp4l_slave_comparable_to_ptp4l(make_lab: Callable[...
     for impl, s in slaves.items():
         offsets = [o.offset_ns for o in p4.parse_offsets(s.stop())]
         assert len(offsets) >= 15, f"{impl} GM: the ptp4l slave logged {len(offsets)} offsets\n{s.text()[-2000:]}"
-        results[impl] = rms(offsets[5:])
-    print(f"{transport}: slave offset rms ns {results}")
+        # without the single worst sample: rare veth stamp stalls hit either GM (topologies/ptp4l.py
+        # rms_without_worst; one made 8.9 us of ~13 samples for ours under CI load)
+        results[impl] = rms_without_worst(offsets[5:])
+        print(f"{transport} {impl} GM: slave offset rms {rms(offsets[5:]):.0f} ns, without the worst {results[impl]:.0f} ns")
     # generous: shared 2-vCPU machine; ptp4l->ptp4l is ~0.3-0.6 us rms on a direct veth here
     assert results["ptp-switch"] < max(5 * results["ptp4l"], 5_000), results

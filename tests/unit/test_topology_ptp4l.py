@@ -60,6 +60,16 @@ def test_offset_stats_skip_warmup() -> None:
     assert st.rms_ns == pytest.approx(math.sqrt(sum(o * o for o in offs) / 5))
     assert st.mean_path_delay_ns == pytest.approx((2178 + 1840 + 1419 + 1770 + 1940) / 5)
     assert st.first_offset_after_s == pytest.approx(1021.296 - 1014.914)
+    kept = [-516, -247, 122, -1189]   # without the largest |offset| (-1309)
+    assert st.rms_without_worst_ns == pytest.approx(math.sqrt(sum(o * o for o in kept) / 4))
+    assert "without the worst" in st.line()
+
+
+def test_rms_without_worst() -> None:
+    assert ptp4l.rms_without_worst([3, -4, 40_000]) == pytest.approx(5 / math.sqrt(2))
+    assert ptp4l.rms_without_worst([3, -50_000, 4, 40_000], drop=2) == pytest.approx(5 / math.sqrt(2))
+    assert math.isnan(ptp4l.rms_without_worst([7]))
+    assert math.isnan(ptp4l.rms_without_worst([]))
 
 
 def test_offset_stats_empty_and_all_warmup() -> None:
