@@ -216,12 +216,13 @@ class OffsetStats:
 
 # The oracle's own rare outlier: on this VM's veth links the kernel's software TX stamp (veth_xmit)
 # and the peer's RX stamp (netif_rx, the next call in the same path) are sometimes 20-50 us apart.
-# Measured 2026-11-21 ~20:55 UTC (/tmp/gmspk/exp2.py: direct veth, 8 Sync/s for 2 min, beside two
-# pytest lab workers; captured slave RX tap - Follow_Up preciseOriginTimestamp): +19..+53 us above the
-# median for 3 of 951 Syncs of a ptp4l GM and 6 of 953 of a ptp-switch GM run at the same time; quiet,
-# none in 4 x 30 one-step samples. A free-running slave prints one Sync a second, so one such Sync
-# decides the rms of a 15-sample test whatever the switch does. Tests with few samples bound the rms
-# without the single worst one, and print both.
+# Measured 2026-11-21 ~20:40 UTC with a one-off script: a ptp4l GM and a ptp-switch GM, each on a
+# direct veth to a ptp4l slave, 8 Sync/s for 2 min, beside two pytest lab workers; captured slave RX
+# minus the Follow_Up's preciseOriginTimestamp was +19..+53 us above its median for 3 of 951 Syncs of
+# the ptp4l GM and 6 of 953 of the ptp-switch GM; on a quiet machine none (4 x 30 one-step samples).
+# A free-running slave prints one Sync a second, so one such Sync decides the rms of a 15-sample test
+# whatever the switch does. Tests with few samples bound the rms without the single worst one, and
+# print both.
 def rms_without_worst(values: "list[int] | tuple[int, ...]", drop: int = 1) -> float:
     """rms of ``values`` without the ``drop`` largest |value| (nan if nothing is left)."""
     kept = sorted(abs(v) for v in values)[:max(0, len(values) - drop)]
