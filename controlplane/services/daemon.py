@@ -19,10 +19,10 @@ import logging
 import os
 import random
 import signal
-import struct
 import time
 from typing import Any, Callable
 
+from controlplane.codec.header import decode_header
 from controlplane.core.actions import SendMessage
 from controlplane.core.config import ClockType, NetworkTransport, TimeStamping
 from controlplane.runtime.clock import ClockError, PhcClock, VirtualClock
@@ -245,28 +245,29 @@ class _OneStepStamper:
     """``one_step_dataplane``: the runtime's one-step sends -> the dataplane's local-send records
     (``Dataplane.stamp_local_send``); port numbers -> interfaces. ``read`` gives CLOCK_REALTIME and the
     dataplane's CLOCK_TAI at one instant: TAI = REALTIME + the kernel's TAI offset (whole seconds,
-    re-read every second), so one clock read serves both."""
-
-    PTP_HEADER = struct.Struct(">B3xB15x10sH")   # messageType nibble, domainNumber, sourcePortIdentity, sequenceId
+    ``dataplane.maps.tai_minus_rt_ns``, re-read every second), so one clock read serves both."""
 
     def __init__(self, dataplane: Any, ifnames: dict[int, str]) -> None:
+        from dataplane.maps import tai_minus_rt_ns  # type: ignore[import-not-found]
+
         self.dataplane = dataplane
         self.ifnames = ifnames
+        self._tai_minus_rt = tai_minus_rt_ns
         self._tai_minus_rt_ns = 0
         self._checked_ns: int | None = None
 
     def read(self) -> tuple[int, int]:
         rt = time.clock_gettime_ns(time.CLOCK_REALTIME)
         if self._checked_ns is None or rt - self._checked_ns > 1_000_000_000 or rt < self._checked_ns:
-            tai, rt2 = time.clock_gettime_ns(time.CLOCK_TAI), time.clock_gettime_ns(time.CLOCK_REALTIME)
-            self._tai_minus_rt_ns = round((tai - rt2) / 1e9) * 1_000_000_000
+            self._tai_minus_rt_ns = self._tai_minus_rt()
             self._checked_ns = rt
         return rt, rt + self._tai_minus_rt_ns
 
     def stamp(self, port: int, ptp: bytes, tai_ns: int) -> None:
-        first, domain, source, seq = self.PTP_HEADER.unpack_from(ptp)
-        self.dataplane.stamp_local_send(self.ifnames[port], domain=domain, msg_type=first & 0x0F, sequence_id=seq,
-                                        source_port_identity=source, tai_ns=tai_ns)
+        h = decode_header(ptp)   # the key the BPF program parses: domain, messageType, sequenceId, source
+        self.dataplane.stamp_local_send(self.ifnames[port], domain=h.domain_number, msg_type=int(h.message_type),
+                                        sequence_id=h.sequence_id, source_port_identity=h.source_port_identity.pack(),
+                                        tai_ns=tai_ns)
 
 
 def _off_loop(fn: Callable[[], Any]) -> Any:
@@ -396,7 +397,6 @@ class Daemon:
         return tuple(specs)
 
     def build(self) -> Runtime:
-
         ports = self._open_ports()
         try:
             c = self.config.clock

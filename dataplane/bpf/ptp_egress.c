@@ -65,9 +65,9 @@ static __always_inline void ptp_local_one_step(struct __sk_buff *skb, struct ptp
 	    s->ifindex != ifindex || !ptp_key_eq(&s->key, &p->key))
 		return;
 	now = bpf_ktime_get_tai_ns();
-	age = now - s->t_ns;
+	age = now - s->t_ns;                    /* a record from the future wraps to a huge age */
 	s->flags = 0;                           /* once: a second copy of the frame is not the same send */
-	if (s->t_ns > now || age > stale) {
+	if (age > stale) {
 		PTP_COUNT(pc, PTP_C_STALE);
 		return;
 	}
