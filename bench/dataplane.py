@@ -2,7 +2,8 @@
 
 cost        ns per packet through BPF_PROG_TEST_RUN with repeat, for every hook and frame kind, with
             profiling cut-offs (the same C compiled with -DPTP_BENCH_STAGE=1/2/3: parse only, + port /
-            global config and counters, + clock and ring lookup) and the empty-program floors of XDP
+            global config and counters, + clock and ring lookup; at tc egress a forwarded event's counters
+            come after its clock read, i.e. in the third cut) and the empty-program floors of XDP
             and tc measured in the same rounds. Rounds interleave every variant; median of rounds.
 throughput  bulk UDP through a Linux bridge in a netns lab (h1 - sw1 - h2, the shared lab builder),
             with and without the programs, interleaved repetitions of the same duration; a C sender

@@ -12,6 +12,7 @@
  * Profiling cut-offs for bench/dataplane.py only (compiled with -DPTP_BENCH_STAGE=n; never in a
  * normal build): the program returns right after stage n so the bench can attribute the cost.
  *   1 parse   2 + port/global config and counters   3 + clock and ring lookup   (4 = full program)
+ * (tc egress, forwarded event messages: their counters come after the clock read, in stage 3)
  */
 #ifdef PTP_BENCH_STAGE
 #define PTP_STAGE(n, ret) do { if (PTP_BENCH_STAGE == (n)) return (ret); } while (0)
@@ -19,17 +20,19 @@
 #define PTP_STAGE(n, ret) do { } while (0)
 #endif
 
+/* The counters of {port slot, message type}. The index is in range by construction (the slot masked to
+ * PTP_MAX_PORTS, a power of two that dataplane/maps.py already enforces; type <= PTP_SLOT_MALFORMED from
+ * the parser), so the lookup never fails: callers return on NULL once (the verifier wants the check) and
+ * then count without a NULL test per counter. */
+_Static_assert((PTP_MAX_PORTS & (PTP_MAX_PORTS - 1)) == 0, "PTP_MAX_PORTS power of two");
 static __always_inline struct ptp_counters *ptp_ctr(__u32 slot, __u32 type)
 {
-	__u32 idx;
+	__u32 idx = (slot & (PTP_MAX_PORTS - 1)) * PTP_NSLOTS + (type > PTP_SLOT_MALFORMED ? PTP_SLOT_MALFORMED : type);
 
-	if (slot >= PTP_MAX_PORTS || type >= PTP_NSLOTS)
-		return NULL;
-	idx = slot * PTP_NSLOTS + type;
 	return counters.lookup(&idx);
 }
 
-#define PTP_COUNT(pc, c) do { if (pc) (pc)->v[(c)] += 1; } while (0)
+#define PTP_COUNT(pc, c) do { (pc)->v[(c)] += 1; } while (0)
 
 static __always_inline struct ptp_port_cfg *ptp_port(__u32 ifindex)
 {
@@ -58,22 +61,33 @@ static __always_inline struct ptp_global_cfg *ptp_global(void)
  */
 static __always_inline __u32 ptp_key_mix(const struct ptp_key *k)
 {
-	const __u32 *w = (const void *)k;       /* w[1], w[2]: port_id[0..8]; w[3]: port_id[8..10] + pad */
+	/* the key as its two 64-bit words (ptp_key_eq reads it the same way): w0 = {domain, type, seq,
+	 * port_id[0..4]}, w1 = {port_id[4..10], pad}; the 32-bit words hashed are port_id[0..4],
+	 * port_id[4..8], port_id[8..10] + pad */
+	const __u64 *w = (const void *)k;
+	__u64 w0 = w[0], w1 = w[1];
 	__u32 h;
 
-	h = w[1] ^ (w[2] * 0x9E3779B1u) ^ (w[3] * 0x85EBCA6Bu) ^ ((__u32)k->domain << 8) ^ k->msg_type;
+	h = (__u32)(w0 >> 32) ^ ((__u32)w1 * 0x9E3779B1u) ^ ((__u32)(w1 >> 32) * 0x85EBCA6Bu) ^
+	    (((__u32)w0 & 0xff) << 8) ^ (((__u32)w0 >> 8) & 0xff);
 	h *= 0xC2B2AE35u;
 	return h ^ (h >> 16);
 }
 
+/* sequenceId in host order, from the key's first word */
+static __always_inline __u32 ptp_key_seq(const struct ptp_key *k)
+{
+	return bpf_ntohs((__u16)(((const __u64 *)(const void *)k)[0] >> 16));
+}
+
 static __always_inline __u32 ptp_stamp_slot(const struct ptp_key *k)
 {
-	return (ptp_key_mix(k) + bpf_ntohs(k->seq)) & (PTP_STAMP_SLOTS - 1);
+	return (ptp_key_mix(k) + ptp_key_seq(k)) & (PTP_STAMP_SLOTS - 1);
 }
 
 static __always_inline __u32 ptp_twostep_slot(const struct ptp_key *k, __u32 ifindex)
 {
-	return (ptp_key_mix(k) + ifindex * 0x61C88647u + bpf_ntohs(k->seq)) & (PTP_TWOSTEP_SLOTS - 1);
+	return (ptp_key_mix(k) + ifindex * 0x61C88647u + ptp_key_seq(k)) & (PTP_TWOSTEP_SLOTS - 1);
 }
 
 static __always_inline int ptp_key_eq(const struct ptp_key *a, const struct ptp_key *b)
@@ -131,13 +145,15 @@ static __always_inline int ptp_ingress_stamp(void *data, void *data_end, __u32 i
 	if (!cfg)
 		return r;
 	pc = ptp_ctr(cfg->slot, p.msg_type);
+	if (!pc)
+		return r;                       /* never (ptp_ctr) */
 	if (r == PTP_BAD) {
 		PTP_COUNT(pc, PTP_C_MALFORMED);
 		return r;
 	}
 	PTP_COUNT(pc, PTP_C_RX);
 	g = ptp_global();
-	if (g && (g->flags & PTP_G_DOMAIN_FILTER) && p.key.domain != g->domain) {
+	if (g && (g->flags & PTP_G_DOMAIN_FILTER) && (__u8)p.kw[0] != g->domain) {
 		PTP_COUNT(pc, PTP_C_FILTERED);
 		return r;
 	}

@@ -74,6 +74,90 @@ static __always_inline void ptp_local_one_step(struct __sk_buff *skb, struct ptp
 	ptp_correct(skb, p, (__s64)(age << 16), pc);
 }
 
+/*
+ * A FORWARDED EVENT message (port enabled, domain accepted, not dropped by a P2P port): residence from
+ * its ingress stamp. Only what decides whether the clock is read comes before the read (the ring
+ * lookup and key compare: no read for a miss); the clock read waits for every instruction before it
+ * to complete (rdtsc is ordered), so the rest — counters, priority, stale check, the correction and
+ * its checksum — comes after it, where it overlaps.
+ */
+static __always_inline int ptp_egress_event(struct __sk_buff *skb, struct ptp_pkt *p, struct ptp_port_cfg *ecfg,
+					    struct ptp_global_cfg *g, __u32 ifindex)
+{
+	struct ptp_twostep_key tk;
+	struct ptp_twostep_val *tv;
+	struct ptp_counters *pc;
+	struct ptp_stamp *ing;
+	__u64 now, age, stale;
+	__u32 slot, prio;
+	__s64 corr;
+
+	slot = ptp_stamp_slot(&p->key);
+	ing = ptp_ingress.lookup(&slot);
+	if (!ing || !(ing->flags & PTP_STAMP_VALID) || !ptp_key_eq(&ing->key, &p->key)) {
+		pc = ptp_ctr(ecfg->slot, p->msg_type);
+		if (!pc)
+			return TC_ACT_OK;       /* never (ptp_ctr) */
+		PTP_COUNT(pc, PTP_C_TX);
+		prio = g->egress_priority;
+		if (prio) {
+			skb->priority = prio;
+			PTP_COUNT(pc, PTP_C_PRIO);
+		}
+		PTP_COUNT(pc, PTP_C_NO_INGRESS);
+		return TC_ACT_OK;
+	}
+	/* the dataplane's clock (CLOCK_TAI, the ingress stamps' clock: ptp_common.h) */
+	now = bpf_ktime_get_tai_ns();
+	pc = ptp_ctr(ecfg->slot, p->msg_type);
+	if (!pc)
+		return TC_ACT_OK;               /* never (ptp_ctr) */
+	PTP_COUNT(pc, PTP_C_TX);
+	prio = g->egress_priority;
+	if (prio) {
+		skb->priority = prio;
+		PTP_COUNT(pc, PTP_C_PRIO);
+	}
+	stale = g->stale_age_ns;
+	age = now - ing->t_ns;                  /* a stamp from the future wraps to a huge age (stale <= 1 s) */
+	if (age > stale) {
+		PTP_COUNT(pc, PTP_C_STALE);
+		return TC_ACT_OK;
+	}
+	PTP_STAGE(3, TC_ACT_OK);
+	/* the ingress port's rate ratio and (P2P Sync) link delay, copied into the stamp at ingress */
+	corr = (__s64)((age * ing->rate_ratio_q32) >> 16) + ing->link_delay_scaled;
+
+	if ((p->msg_type == PTP_SYNC || p->msg_type == PTP_PDELAY_RESP) && (p->flags0 & PTP_FLAG0_TWO_STEP))
+		tk.ifindex = ifindex;
+	else if (p->msg_type == PTP_DELAY_REQ && (g->flags & PTP_G_TWO_STEP_TC))
+		tk.ifindex = ing->ifindex;
+	else {
+		ptp_correct(skb, p, corr, pc);
+		return TC_ACT_OK;
+	}
+	__builtin_memcpy(&tk.k, &p->key, sizeof(tk.k));
+	tk.pad = 0;
+	slot = ptp_twostep_slot(&tk.k, tk.ifindex);
+	tv = ptp_twostep.lookup(&slot);
+	if (!tv)
+		return TC_ACT_OK;
+	if ((tv->flags & PTP_TS_GENERAL_PASSED) && tv->tk.ifindex == tk.ifindex &&
+	    ptp_key_eq(&tv->tk.k, &tk.k) && now - tv->t_ns <= stale) {
+		/* its general message already left uncorrected: the slave sums both fields */
+		tv->flags = 0;
+		PTP_COUNT(pc, PTP_C_TS_LATE);
+		ptp_correct(skb, p, corr, pc);
+		return TC_ACT_OK;
+	}
+	tv->corr_scaled = corr;
+	tv->t_ns = now;
+	tv->flags = PTP_TS_RESIDENCE;
+	__builtin_memcpy(&tv->tk, &tk, sizeof(tk));
+	PTP_COUNT(pc, PTP_C_TS_STORED);
+	return TC_ACT_OK;
+}
+
 int tc_egress(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;
@@ -81,11 +165,10 @@ int tc_egress(struct __sk_buff *skb)
 	struct ptp_port_cfg *ecfg;
 	struct ptp_global_cfg *g;
 	struct ptp_counters *pc;
-	struct ptp_stamp *ing;
 	struct ptp_twostep_key tk;
 	struct ptp_twostep_val *tv;
 	struct ptp_pkt p;
-	__u64 now, stale, age;
+	__u64 now, stale;
 	__u32 ifindex, iif, slot;
 	__s64 corr;
 	int r;
@@ -108,16 +191,26 @@ int tc_egress(struct __sk_buff *skb)
 	ecfg = ptp_port(ifindex);
 	if (!ecfg)
 		return TC_ACT_OK;
+	g = ptp_global();
+	if (!g)
+		return TC_ACT_OK;               /* never (an array's entry 0) */
+	iif = skb->ingress_ifindex;
+	if (r == PTP_OK && iif && ptp_is_event(p.msg_type) &&
+	    !((g->flags & PTP_G_DOMAIN_FILTER) && (__u8)p.kw[0] != g->domain) &&
+	    !(ecfg->mode == PTP_MODE_P2P && (p.msg_type == PTP_PDELAY_REQ || p.msg_type == PTP_PDELAY_RESP ||
+					     p.msg_type == PTP_DELAY_REQ))) {
+		PTP_STAGE(2, TC_ACT_OK);
+		return ptp_egress_event(skb, &p, ecfg, g, ifindex);
+	}
 	pc = ptp_ctr(ecfg->slot, p.msg_type);
+	if (!pc)
+		return TC_ACT_OK;               /* never (ptp_ctr) */
 	if (r == PTP_BAD) {
 		PTP_COUNT(pc, PTP_C_MALFORMED);
 		return TC_ACT_OK;
 	}
 	PTP_COUNT(pc, PTP_C_TX);
-	g = ptp_global();
-	if (!g)
-		return TC_ACT_OK;
-	if ((g->flags & PTP_G_DOMAIN_FILTER) && p.key.domain != g->domain) {
+	if ((g->flags & PTP_G_DOMAIN_FILTER) && (__u8)p.kw[0] != g->domain) {
 		PTP_COUNT(pc, PTP_C_FILTERED);
 		return TC_ACT_OK;
 	}
@@ -125,7 +218,6 @@ int tc_egress(struct __sk_buff *skb)
 		skb->priority = g->egress_priority;
 		PTP_COUNT(pc, PTP_C_PRIO);
 	}
-	iif = skb->ingress_ifindex;
 	if (!iif) {
 		PTP_COUNT(pc, PTP_C_LOCAL);
 		if (ptp_is_event(p.msg_type) && !(p.flags0 & PTP_FLAG0_TWO_STEP))
@@ -138,58 +230,8 @@ int tc_egress(struct __sk_buff *skb)
 		PTP_COUNT(pc, PTP_C_DROPPED);
 		return TC_ACT_SHOT;
 	}
-	PTP_STAGE(2, TC_ACT_OK);
+	/* a forwarded general message (its event went through ptp_egress_event) */
 	stale = g->stale_age_ns;
-	/* the clock (CLOCK_TAI, the ingress stamps' clock: ptp_common.h) is read only once a ring entry
-	 * was found, as late as possible: fewer values live across the call, no read for a miss */
-
-	if (ptp_is_event(p.msg_type)) {
-		slot = ptp_stamp_slot(&p.key);
-		ing = ptp_ingress.lookup(&slot);
-		if (!ing || !(ing->flags & PTP_STAMP_VALID) || !ptp_key_eq(&ing->key, &p.key)) {
-			PTP_COUNT(pc, PTP_C_NO_INGRESS);
-			return TC_ACT_OK;
-		}
-		now = bpf_ktime_get_tai_ns();
-		age = now - ing->t_ns;      /* a stamp from the future wraps to a huge age (stale <= 1 s) */
-		if (age > stale) {
-			PTP_COUNT(pc, PTP_C_STALE);
-			return TC_ACT_OK;
-		}
-		PTP_STAGE(3, TC_ACT_OK);
-		/* the ingress port's rate ratio and (P2P Sync) link delay, copied into the stamp at ingress */
-		corr = (__s64)((age * ing->rate_ratio_q32) >> 16) + ing->link_delay_scaled;
-
-		if ((p.msg_type == PTP_SYNC || p.msg_type == PTP_PDELAY_RESP) &&
-		    (p.flags0 & PTP_FLAG0_TWO_STEP))
-			tk.ifindex = ifindex;
-		else if (p.msg_type == PTP_DELAY_REQ && (g->flags & PTP_G_TWO_STEP_TC))
-			tk.ifindex = ing->ifindex;
-		else {
-			ptp_correct(skb, &p, corr, pc);
-			return TC_ACT_OK;
-		}
-		__builtin_memcpy(&tk.k, &p.key, sizeof(tk.k));
-		tk.pad = 0;
-		slot = ptp_twostep_slot(&tk.k, tk.ifindex);
-		tv = ptp_twostep.lookup(&slot);
-		if (!tv)
-			return TC_ACT_OK;
-		if ((tv->flags & PTP_TS_GENERAL_PASSED) && tv->tk.ifindex == tk.ifindex &&
-		    ptp_key_eq(&tv->tk.k, &tk.k) && now - tv->t_ns <= stale) {
-			/* its general message already left uncorrected: the slave sums both fields */
-			tv->flags = 0;
-			PTP_COUNT(pc, PTP_C_TS_LATE);
-			ptp_correct(skb, &p, corr, pc);
-			return TC_ACT_OK;
-		}
-		tv->corr_scaled = corr;
-		tv->t_ns = now;
-		tv->flags = PTP_TS_RESIDENCE;
-		__builtin_memcpy(&tv->tk, &tk, sizeof(tk));
-		PTP_COUNT(pc, PTP_C_TS_STORED);
-		return TC_ACT_OK;
-	}
 
 	tk.k.msg_type = ptp_event_of(p.msg_type);
 	if (tk.k.msg_type == 0xff)

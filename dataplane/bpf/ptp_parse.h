@@ -33,7 +33,10 @@ struct ptp_pkt {
 	__u8  transport;        /* PTP_TR_* */
 	__u8  msg_type;         /* messageType (PTP_SLOT_MALFORMED when unknown) */
 	__u8  flags0;           /* flagField[0] */
-	struct ptp_key key;     /* domain, type, seq, sourcePortIdentity */
+	union {
+		struct ptp_key key;     /* domain, type, seq, sourcePortIdentity */
+		__u64 kw[2];            /* the same 16 bytes as two words: kept whole in registers */
+	};
 };
 
 #define PTP_MAX_L4_OFF 128      /* eth(14) + 2 tags(8) + IPv4 with options(60) fits; keeps offsets bounded */
@@ -137,14 +140,9 @@ static __always_inline int ptp_parse(void *data, void *data_end, struct ptp_pkt 
 		/* the key as two 64-bit words straight from the header's words (packet loads may be
 		 * unaligned on x86; the bound h + 44 was checked above):
 		 * {domain, type, sequenceId, sourcePortIdentity[0..4]}, {sourcePortIdentity[4..10], pad 0} */
-		{
-			__u64 w[2];
-
-			w[0] = (__u64)h[PTP_OFF_DOMAIN] | ((__u64)p->msg_type << 8) |
-			       ((__u64)*(__u16 *)(h + PTP_OFF_SEQ) << 16) | ((__u64)*(__u32 *)(h + PTP_OFF_SPI) << 32);
-			w[1] = (__u64)*(__u32 *)(h + PTP_OFF_SPI + 4) | ((__u64)*(__u16 *)(h + PTP_OFF_SPI + 8) << 32);
-			__builtin_memcpy(&p->key, w, sizeof(w));
-		}
+		p->kw[0] = (__u64)h[PTP_OFF_DOMAIN] | ((__u64)p->msg_type << 8) |
+			   ((__u64)*(__u16 *)(h + PTP_OFF_SEQ) << 16) | ((__u64)*(__u32 *)(h + PTP_OFF_SPI) << 32);
+		p->kw[1] = (__u64)*(__u32 *)(h + PTP_OFF_SPI + 4) | ((__u64)*(__u16 *)(h + PTP_OFF_SPI + 8) << 32);
 	}
 	return PTP_OK;
 }

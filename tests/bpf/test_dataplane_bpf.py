@@ -263,6 +263,40 @@ def test_event_passes_uncorrected(dp, maps, case):
     assert ctr(maps, LO, "SYNC", counter) == 1
 
 
+@pytest.mark.parametrize("prio", [0, 0x00020003])
+@pytest.mark.parametrize("case", ["corrected", "no_ingress", "stale", "two_step_stored", "p2p_dropped",
+                                  "other_domain", "local"])
+def test_every_event_outcome_counts_tx_and_priority_once(dp, maps, case, prio):
+    """tc egress counts a PTP event TX (and PRIO, with the priority set) exactly once whatever the
+    outcome: the forwarded-event path does its counting after the clock read, the others before."""
+    two_step = case == "two_step_stored"
+    msg = F.DELAY_REQ if case == "p2p_dropped" else F.SYNC
+    domain = 3 if case == "other_domain" else 0
+    frame = F.encap("udp4", F.ptp(msg, two_step=two_step, domain=domain))
+    maps.set_global(cfg(egress_priority=prio, domain=0) if case == "other_domain" else cfg(egress_priority=prio))
+    if case == "p2p_dropped":
+        maps.set_port(PortConfig(ifindex=LO, slot=SLOT[LO], mode=Mode.P2P))
+    if case != "no_ingress":
+        back = TEST_STALE_NS + 50_000_000 if case == "stale" else RES_NS
+        maps.seed_ingress(key_of(msg, domain=domain), mono_ns() - back, PEER)
+    r = egress(dp, frame, iif=0 if case == "local" else PEER)
+    name = "DELAY_REQ" if msg == F.DELAY_REQ else "SYNC"
+    outcome = {"corrected": Counter.CORRECTED, "no_ingress": Counter.NO_INGRESS, "stale": Counter.STALE,
+               "two_step_stored": Counter.TWO_STEP_STORED, "p2p_dropped": Counter.DROPPED,
+               "other_domain": Counter.FILTERED, "local": Counter.LOCAL}[case]
+    assert r.retval == (TC_ACT_SHOT if case == "p2p_dropped" else TC_ACT_OK)
+    assert ctr(maps, LO, name, Counter.TX) == 1
+    assert ctr(maps, LO, name, outcome) == 1
+    prio_applies = bool(prio) and case != "other_domain"
+    assert ctr(maps, LO, name, Counter.PRIORITY_SET) == int(prio_applies)
+    if case != "p2p_dropped":
+        assert r.priority == (prio if prio_applies else 0)
+    if case == "corrected":
+        assert F.correction(r.data) >= RES_NS << 16
+    else:
+        assert ctr(maps, LO, name, Counter.CORRECTED) == 0
+
+
 def test_default_stale_age_is_100_ms(dp, maps):
     """With the default configuration a stamp 150 ms old is stale (a stall only makes it older)."""
     assert DEFAULT_STALE_AGE_NS == 100_000_000
