@@ -108,7 +108,8 @@ class PtpStamp(ctypes.Structure):
     """One slot of the ingress stamp ring (struct ptp_stamp)."""
 
     _fields_ = [("key", PtpKey), ("t_ns", ctypes.c_uint64), ("ifindex", ctypes.c_uint32), ("flags", ctypes.c_uint32),
-                ("rate_ratio_q32", ctypes.c_uint64), ("link_delay_scaled", ctypes.c_int64)]
+                ("rate_ratio_q32", ctypes.c_uint64), ("link_delay_scaled", ctypes.c_int64),
+                ("pad", ctypes.c_uint64 * 2)]
 
 
 PtpIngressVal = PtpStamp        # the old name: what an ingress lookup returns (t_ns, ifindex)
@@ -172,7 +173,7 @@ MAP_TYPES: dict[str, tuple[type, type]] = {
     "counters": (ctypes.c_uint32, PtpCounters),
 }
 PERCPU_MAPS = {"counters"}
-EXPECTED_SIZES = {PtpKey: 16, PtpStamp: 48, PtpTwostepKey: 24, PtpTwostepVal: 48, PtpPortCfg: 40,
+EXPECTED_SIZES = {PtpKey: 16, PtpStamp: 64, PtpTwostepKey: 24, PtpTwostepVal: 48, PtpPortCfg: 40,
                   PtpGlobalCfg: 40, PtpCounters: 8 * 17}
 
 

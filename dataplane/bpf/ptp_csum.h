@@ -25,16 +25,14 @@ static __always_inline __u32 ptp_csum64(__u64 v)
 }
 
 /* the one's-complement difference new - old of two 64-bit fields as a 32-bit partial sum (__wsum) for
- * bpf_l4_csum_replace: the 32-bit halves of ~old and new summed with end-around carry. A 32-bit
- * one's-complement sum is congruent to the 16-bit one mod 0xffff (2^16 == 1), which is all the helper's
- * csum_add + csum_fold see. */
+ * bpf_l4_csum_replace: the 32-bit halves of ~old and new (< 2^34 in all), folded once at bit 16 into
+ * < 2^19. Any value congruent mod 0xffff (2^16 == 1) does: the helper's csum_add + csum_fold see only
+ * that. */
 static __always_inline __u32 ptp_csum_diff64(__u64 old_be, __u64 new_be)
 {
 	__u64 s = (~old_be & 0xffffffff) + (~old_be >> 32) + (new_be & 0xffffffff) + (new_be >> 32);
 
-	s = (s & 0xffffffff) + (s >> 32);
-	s = (s & 0xffffffff) + (s >> 32);
-	return (__u32)s;
+	return (__u32)((s & 0xffff) + (s >> 16));
 }
 
 static __always_inline __u16 ptp_csum_fold(__u32 c)

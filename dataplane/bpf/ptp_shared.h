@@ -76,8 +76,9 @@ struct ptp_stamp {
 	__u32 flags;            /* PTP_STAMP_VALID, PTP_STAMP_LOCAL */
 	__u64 rate_ratio_q32;   /* the ingress port's rate ratio at ingress, 1.0 == 1 << 32 (never 0) */
 	__s64 link_delay_scaled; /* P2P Sync: the ingress port's meanLinkDelay + delayAsymmetry, ns << 16; else 0 */
-};
-_Static_assert(sizeof(struct ptp_stamp) == 48, "ptp_stamp size");
+	__u64 pad[2];           /* 64 bytes: a slot is one cache line, and its index a shift, not a multiply */
+} __attribute__((aligned(64)));
+_Static_assert(sizeof(struct ptp_stamp) == 64, "ptp_stamp size");
 
 struct ptp_twostep_key {
 	struct ptp_key k;
