@@ -9,8 +9,10 @@
 
 #include "ptp_shared.h"
 
-/* ring of ingress stamps, slot = ptp_stamp_slot(message key); written at ingress, read by each egress copy */
-BPF_ARRAY(ptp_ingress, struct ptp_stamp, PTP_STAMP_SLOTS);
+/* ring of ingress stamps, slot = ptp_stamp_slot(message key); written at ingress, read by each egress copy.
+ * BPF_F_MMAPABLE only for its layout: the values start page-aligned, so each 64-byte slot is exactly one
+ * cache line (a plain array's values follow its header, 8-byte aligned: a slot would straddle two). */
+BPF_F_TABLE("array", int, struct ptp_stamp, ptp_ingress, PTP_STAMP_SLOTS, BPF_F_MMAPABLE);
 /* ring of two-step residences / "general passed first" markers, slot = ptp_twostep_slot({key, port}) */
 BPF_ARRAY(ptp_twostep, struct ptp_twostep_val, PTP_TWOSTEP_SLOTS);
 /* [ifindex] -> port configuration written by the control plane; flags 0 = not a dataplane port */
