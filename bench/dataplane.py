@@ -21,8 +21,8 @@ budget      (not in the default set: --only budget) 3 eBPF TC hops with XDP vs t
 oracle      the ptp4l oracle in the same run: ptp4l GM -> switch -> free-running ptp4l slave (the slave's
             offset is its error: one shared kernel clock): direct veth, plain bridge with the queues, and
             the eBPF TC with no queue / the queue inside / inside + congested egress port.
-onestep     a ONE-STEP GM (ptp-switch, twoStepFlag 0, one_step_dataplane 1: its own tc egress stamps its
-            Syncs) -> the congested switch with the eBPF TC -> free-running ptp4l slave, paired with a
+onestep     a ONE-STEP GM (topologies.onestep: ptp-switch, twoStepFlag 0, one_step_dataplane 1, 1 Sync/s:
+            its own tc egress stamps its Syncs) -> the congested switch with the eBPF TC -> free-running ptp4l slave, paired with a
             direct veth run at the same time; 2 runs per transport (UDPv4, UDPv6, L2), plus the plain
             bridges once (UDPv4). rms, core rms (without the largest 5 %), samples over 10 us.
 
@@ -515,56 +515,13 @@ def measure_oracle(duration_s: float = 26.0, cases: tuple = ORACLE_CASES) -> dic
 
 # -- one-step GM: the ptp-switch daemon with twoStepFlag 0, stamped at its own tc egress ---------------
 ONESTEP_TRANSPORTS = ("UDPv4", "UDPv6", "L2")
-ONESTEP_FLAG = {"UDPv4": "-4", "UDPv6": "-6", "L2": "-2"}
-ONESTEP_GM = {"priority1": "10", "twoStepFlag": "0", "free_running": "1", "one_step_dataplane": "1"}
-ONESTEP_TRIM = 0.05   # "core rms": without the largest 5 % of |offset| (as tests/lab/test_dataplane_onestep.py)
 
 
 def _one_step_run(lab, transport: str, tag: str, duration_s: float, warmup_s: float) -> dict[str, Any]:
-    """A one-step ptp-switch GM (``one_step_dataplane 1``) on ``gm`` -> free-running ptp4l slave on
-    ``sl``; the slave's offsets after the warm-up, and the GM's count of dataplane-stamped sends."""
-    import pathlib
-    import re
+    """A one-step ptp-switch GM -> free-running ptp4l slave (topologies.onestep): its figures as a row."""
+    from topologies import onestep
 
-    from topologies import ptp4l as p4
-    from topologies.netns import stop_process
-
-    exe = str(pathlib.Path(sys.executable).with_name("ptp-switch"))
-    opts = {k: v for k, v in p4.COMMON.items() if k not in ("free_running", "freq_est_interval")}
-    opts.update(ONESTEP_GM)
-    cfg = lab.workdir / f"onestep-{tag}.cfg"
-    cfg.write_text("[global]\n" + "".join(f"{k}\t\t{v}\n" for k, v in opts.items())
-                   + f"uds_address\t\t{lab.uds_path('gm', 'os' + tag)}\n")
-    log_path = lab.workdir / f"onestep-{tag}-gm.log"
-    argv = [exe, "run", "-m", "-f", str(cfg), ONESTEP_FLAG[transport]]
-    for i in lab.topology.ports("gm"):
-        argv += ["-i", i]
-    gm = lab.popen("gm", argv, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while "stamped at tc egress" not in log_path.read_text(errors="replace"):
-            if gm.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"one-step GM did not start:\n{log_path.read_text(errors='replace')[-1500:]}")
-            time.sleep(0.2)
-        sl = p4.start_ptp4l(lab, "sl", "slave", transport=ONESTEP_FLAG[transport], duration_s=duration_s, tag=tag)
-        try:
-            sl.proc.wait(timeout=duration_s + 15)
-        except subprocess.TimeoutExpired:
-            pass
-        text = sl.stop()
-    finally:
-        stop_process(gm)
-    samples = p4.parse_offsets(text)
-    offs = [x.offset_ns for x in samples if samples and x.t_s - samples[0].t_s >= warmup_s]
-    st = p4.offset_stats(text, warmup_s=warmup_s)
-    keep = sorted(abs(o) for o in offs)[:len(offs) - math.ceil(ONESTEP_TRIM * len(offs))]
-    m = re.search(r"one-step (\d+) \(dataplane-stamped (\d+)", log_path.read_text(errors="replace"))
-    return {"samples": st.samples, "rms_ns": round(st.rms_ns) if st.samples else None,
-            "core_rms_ns": round(math.sqrt(sum(o * o for o in keep) / len(keep))) if keep else None,
-            "max_abs_ns": st.max_abs_ns, "mean_ns": round(st.mean_ns) if st.samples else None,
-            "over_10us": sum(abs(o) > 10_000 for o in offs),
-            "mean_path_delay_ns": round(st.mean_path_delay_ns) if st.samples else None,
-            "gm_one_step_sends": int(m.group(1)) if m else None, "gm_dataplane_stamped": int(m.group(2)) if m else None}
+    return onestep.run(lab, transport, tag, duration_s=duration_s, warmup_s=warmup_s).row()
 
 
 def measure_onestep(duration_s: float = 40.0, runs: int = 2, transports: tuple[str, ...] = ONESTEP_TRANSPORTS,

@@ -137,7 +137,7 @@ def dataplane_tables(data: dict[str, Any]) -> tuple[list[Column], list[dict[str,
         tables.append(t)
     one = [r for r in rows if r.get("section") == "onestep"]
     if one:
-        t = Table(f"One-step GM (ptp-switch, twoStepFlag 0, stamped at its own tc egress) -> one switch -> "
+        t = Table(f"One-step GM (ptp-switch, twoStepFlag 0, 1 Sync/s, stamped at its own tc egress, no kernel TX stamp) -> one switch -> "
                   f"free-running ptp4l slave ({data.get('onestep_duration_s', '?')} s per run, each switched run "
                   f"paired with a direct run at the same time)", columns=[
                       Column("case", "case"), Column("transport", "transport"), Column("run", "run"), Column("n", "samples"),

@@ -26,6 +26,7 @@ from controlplane.runtime.transport import (
     TxKeyCounter,
     drain_error_queue,
     receive_batch,
+    send_without_tx_stamp,
     stamp_from_cmsgs,
 )
 
@@ -75,7 +76,8 @@ class L2Transport(SocketPair):
     def protocol_address(self) -> bytes:
         return self.mac
 
-    def send(self, data: bytes, *, event: bool, peer_delay: bool = False, dest: object | None = None) -> int | None:
+    def send(self, data: bytes, *, event: bool, peer_delay: bool = False, dest: object | None = None,
+             tx_stamp: bool = True) -> int | None:
         sock = self._send_socket(event)
         if dest is None:
             dst = PTP_PDELAY_MAC if peer_delay else PTP_PRIMARY_MAC
@@ -85,6 +87,9 @@ class L2Transport(SocketPair):
             raise TransportError(self.ifname, f"L2 destination must be a 6-byte MAC, got {dest!r}")
         frame = _ETH_HDR.pack(dst, self.mac, ETH_P_1588) + data
         try:
+            if event and not tx_stamp:
+                send_without_tx_stamp(sock, frame)
+                return None
             sock.send(frame)
         except OSError as exc:
             raise TransportError(self.ifname, f"send to {mac_text(dst)} failed", exc) from exc

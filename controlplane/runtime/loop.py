@@ -586,10 +586,13 @@ class Runtime:
         peer_delay = dest == Dest.PDELAY
         unicast = None if dest in (Dest.PRIMARY, Dest.PDELAY, None) else dest
         written_ns = None
+        # a one-step send the dataplane stamps at its egress needs no kernel TX stamp, and making one would
+        # put the stamp's work between that egress stamp and the wire (transport.send_without_tx_stamp)
+        tx_stamp = not (one_step and self.one_step_stamper is not None)
         try:
             if one_step:  # the last thing before the send: read the clock and patch the bytes
                 data, written_ns = self._one_step_stamp(action, data, gap_ns)
-            token = transport.send(data, event=action.event, peer_delay=peer_delay, dest=unicast)
+            token = transport.send(data, event=action.event, peer_delay=peer_delay, dest=unicast, tx_stamp=tx_stamp)
         except TransportError as exc:
             self.counters.tx_errors += 1
             if unicast is not None or getattr(exc.__cause__, "errno", None) in _TRANSIENT_SEND_ERRNOS:
@@ -606,8 +609,9 @@ class Runtime:
             return None
         self.counters.tx_messages += 1
         self._last_send_ns[action.port] = self.monotonic_ns()
-        if written_ns is not None and token is not None:
+        if written_ns is not None:
             self.counters.one_step_sends += 1
+        if written_ns is not None and token is not None:
             self._one_step_sent[(action.port, token)] = (type(action.message).__name__, written_ns, gap_ns)
             while len(self._one_step_sent) > MAX_PENDING_ONE_STEP:  # stamps that never came (dicts keep order)
                 del self._one_step_sent[next(iter(self._one_step_sent))]

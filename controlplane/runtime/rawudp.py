@@ -44,6 +44,7 @@ from controlplane.runtime.transport import (
     TxKeyCounter,
     drain_error_queue,
     receive_batch,
+    send_without_tx_stamp,
     stamp_from_cmsgs,
 )
 from controlplane.runtime.udp import PTP_PDELAY_V4, PTP_PDELAY_V6, PTP_PRIMARY_V4, PTP_PRIMARY_V6
@@ -204,7 +205,8 @@ class _RawUdpBase(SocketPair):
     def protocol_address(self) -> bytes:
         return self.address
 
-    def send(self, data: bytes, *, event: bool, peer_delay: bool = False, dest: object | None = None) -> int | None:
+    def send(self, data: bytes, *, event: bool, peer_delay: bool = False, dest: object | None = None,
+             tx_stamp: bool = True) -> int | None:
         sock = self._send_socket(event)
         port = self.event_port if event else self.general_port
         if dest is None:
@@ -218,6 +220,9 @@ class _RawUdpBase(SocketPair):
         except (CodecError, ValueError) as exc:
             raise TransportError(self.ifname, f"cannot build a frame to {dst_ip}", exc) from exc
         try:
+            if event and not tx_stamp:
+                send_without_tx_stamp(sock, frame)
+                return None
             sock.send(frame)
         except OSError as exc:
             raise TransportError(self.ifname, f"send to {dst_ip} failed", exc) from exc

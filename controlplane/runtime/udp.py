@@ -55,6 +55,7 @@ from controlplane.runtime.transport import (
     enable_event_timestamping,
     enable_general_timestamping,
     receive_batch,
+    send_without_tx_stamp,
     stamp_from_cmsgs,
 )
 
@@ -180,7 +181,8 @@ class _UdpBase(SocketPair):
             raise TransportError(self.ifname, f"cannot open {self.network_protocol} socket on port {port}", exc) from exc
         return sock
 
-    def send(self, data: bytes, *, event: bool, peer_delay: bool = False, dest: object | None = None) -> int | None:
+    def send(self, data: bytes, *, event: bool, peer_delay: bool = False, dest: object | None = None,
+             tx_stamp: bool = True) -> int | None:
         sock = self._send_socket(event)
         port = self.event_port if event else self.general_port
         if dest is None:
@@ -191,6 +193,9 @@ class _UdpBase(SocketPair):
             if self._gate is not None:
                 self._check_neighbour(data, address[0], event)
         try:
+            if event and not tx_stamp:
+                send_without_tx_stamp(sock, data, address)
+                return None
             sock.sendto(data, address)
         except OSError as exc:
             raise TransportError(self.ifname, f"send to {address[0]} failed", exc) from exc

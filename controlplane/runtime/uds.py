@@ -67,7 +67,8 @@ class UdsTransport:
     def protocol_address(self) -> bytes:
         return self.path.encode()[:16]
 
-    def send(self, data: bytes, *, event: bool, peer_delay: bool = False, dest: object | None = None) -> int | None:
+    def send(self, data: bytes, *, event: bool, peer_delay: bool = False, dest: object | None = None,
+             tx_stamp: bool = True) -> int | None:
         if self._sock is None or not isinstance(dest, (str, bytes)) or not dest:
             return None  # nothing to answer to (an anonymous or unbound client)
         try:

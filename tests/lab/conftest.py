@@ -13,17 +13,14 @@ import contextlib
 import ctypes
 import os
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from topologies import catalog
-from topologies import ptp4l as p4
 from topologies.model import Topology
 from topologies.netns import Lab
 
@@ -121,14 +118,5 @@ def _wait_ipv6_ready(*names: str, timeout_s: float = 5.0) -> None:
         time.sleep(0.1)
 
 
-# --- ptp-switch daemons in lab tests -----------------------------------------------------------
-PTP_SWITCH = str(Path(sys.executable).with_name("ptp-switch"))
-# the lab's ptp4l options (ANCHORS appendix A, topologies.ptp4l.COMMON) minus free_running and
-# freq_est_interval: the daemon steers its own virtual clock
-SWITCH_COMMON = {k: v for k, v in p4.COMMON.items() if k not in ("free_running", "freq_est_interval")}
-
-
-def switch_config_text(uds_address: str, options: Mapping[str, Any] | None = None) -> str:
-    """A ptp-switch config: ``[global]`` with SWITCH_COMMON, then ``options`` (in order), then uds_address."""
-    opts = {**SWITCH_COMMON, **(options or {})}
-    return "[global]\n" + "".join(f"{k}\t\t{v}\n" for k, v in opts.items()) + f"uds_address\t\t{uds_address}\n"
+# --- ptp-switch daemons in lab tests: topologies.daemon (shared with the benchmarks) ----------------
+from topologies.daemon import PTP_SWITCH, SWITCH_COMMON, start_switch, switch_config_text  # noqa: E402,F401

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import re
 import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -29,7 +28,7 @@ import pytest
 from topologies import ptp4l as p4
 from topologies.ptp4l import rms_without_worst
 from topologies.netns import Lab
-from tests.lab.conftest import PTP_SWITCH, switch_config_text
+from tests.lab.conftest import start_switch  # noqa: F401 - other lab tests import it from here
 
 pytest.importorskip("controlplane.core.clock", reason="the core's clock (controlplane.core.clock) has not landed")
 if shutil.which("ptp4l") is None or shutil.which("pmc") is None:  # pragma: no cover - setup installs linuxptp
@@ -43,20 +42,6 @@ FAST_SERVO = {"pi_proportional_scale": "0.7", "pi_integral_scale": "0.3"}
 
 OFFSET_RE = re.compile(r"master offset\s+(-?\d+) s(\d)")
 TRUTH_RE = re.compile(r"lab: clock error (-?\d+) ns")
-
-
-def start_switch(lab: Lab, node: str, options: dict[str, str], args: list[str], tag: str = "sw",
-                 interfaces: list[str] | None = None) -> tuple[subprocess.Popen[Any], Path, str]:
-    """``ptp-switch run`` in ``node`` (tracked by the lab); returns (process, log path, UDS path)."""
-    uds = lab.uds_path(node, tag)
-    cfg = lab.workdir / f"{tag}-{node}.cfg"
-    cfg.write_text(switch_config_text(uds, options))
-    log = lab.workdir / f"{tag}-{node}.log"
-    argv = [PTP_SWITCH, "run", "-m", "-f", str(cfg), *args]
-    for i in interfaces or list(lab.topology.ports(node)):
-        argv += ["-i", i]
-    proc = lab.popen(node, argv, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    return proc, log, uds
 
 
 def values(text: str, pattern: re.Pattern[str]) -> list[int]:

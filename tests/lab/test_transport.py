@@ -2,7 +2,8 @@
 
 Checks bytes sent == bytes received for event/general x primary/peer-delay on UDPv4, UDPv6 and L2,
 the sender's TX stamp (error queue, matched by token) and the receiver's RX stamp: both
-CLOCK_REALTIME, tx < rx, rx - tx below a few ms. Also: L2 receives on a bridge port.
+CLOCK_REALTIME, tx < rx, rx - tx below a few ms. Also: L2 receives on a bridge port; an event send
+with ``tx_stamp=False`` arrives, gets no TX stamp, and the next stamped send's token still matches.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Iterator
 import pytest
 
 from controlplane.runtime.l2 import L2Transport
+from controlplane.runtime.rawudp import RawUdpV4Transport
 from controlplane.runtime.transport import Received, TransportError, TxTimestamp
 from controlplane.runtime.udp import UdpV4Transport, UdpV6Transport
 from tests.lab.conftest import in_netns, open_pair, veth_netns_pair
@@ -106,3 +108,32 @@ def test_missing_interface_is_a_typed_error(two_ns: tuple[str, str]) -> None:
         for cls in (UdpV4Transport, UdpV6Transport, L2Transport):
             with pytest.raises(TransportError, match="nosuch0"):
                 cls("nosuch0").open()
+
+
+@pytest.mark.parametrize("cls", [UdpV4Transport, UdpV6Transport, L2Transport, RawUdpV4Transport],
+                         ids=["UDPv4", "UDPv6", "L2", "raw-UDPv4"])
+def test_event_send_without_tx_stamp(two_ns: tuple[str, str], cls) -> None:
+    """The kernel makes no TX stamp for a ``tx_stamp=False`` send (a per-send SO_TIMESTAMPING control
+    message without TX flags) and takes no OPT_ID key for it: the transport's token counter and the
+    kernel's keys stay in step, so the stamped send after it is matched to its own token."""
+    a, b = two_ns
+    ta, tb = open_pair(a, b, lambda: cls("eth0"))
+    try:
+        time.sleep(0.3)
+        first = ta.send(b"\x00\x02" + b"a" * 42, event=True)      # stamped: token 0
+        stamps = _collect(ta, lambda out: any(isinstance(e, TxTimestamp) for e in out))
+        assert [e.token for e in stamps if isinstance(e, TxTimestamp)] == [first]
+        quiet = b"\x00\x02" + os.urandom(42)
+        assert ta.send(quiet, event=True, tx_stamp=False) is None
+        got = _collect(tb, lambda out: any(isinstance(e, Received) and e.data == quiet for e in out))
+        assert any(isinstance(e, Received) and e.data == quiet for e in got), "the unstamped send never arrived"
+        # no stamp comes for it (the stamp of a send on veth arrives within microseconds)
+        late = _collect(ta, lambda out: False, timeout_s=0.3)
+        assert not [e for e in late if isinstance(e, TxTimestamp)], "a TX stamp came for a tx_stamp=False send"
+        second = ta.send(b"\x00\x02" + b"b" * 42, event=True)
+        stamps = _collect(ta, lambda out: any(isinstance(e, TxTimestamp) for e in out))
+        assert second == first + 1
+        assert [e.token for e in stamps if isinstance(e, TxTimestamp)] == [second]
+    finally:
+        ta.close()
+        tb.close()

@@ -50,7 +50,7 @@ class _Transport:
     def fds(self) -> tuple[int, ...]:
         return (self._fds[0],) if self._fds is not None else ()
 
-    def send(self, data: bytes, *, event: bool, peer_delay: bool = False, dest: object = None) -> int | None:
+    def send(self, data: bytes, *, event: bool, peer_delay: bool = False, dest: object = None, tx_stamp: bool = True) -> int | None:
         if not event:
             return None
         self._next += 1

@@ -96,10 +96,16 @@ class _Recorder:
 
     def __init__(self) -> None:
         self.sent: list[bytes] = []
+        self.tx_stamp: list[bool] = []     # what each send asked of the kernel
+        self.keys = 0
 
-    def send(self, data, *, event, peer_delay=False, dest=None):  # noqa: ANN001
+    def send(self, data, *, event, peer_delay=False, dest=None, tx_stamp=True):  # noqa: ANN001
         self.sent.append(bytes(data))
-        return len(self.sent) - 1 if event else None  # the kernel's OPT_ID key: 0, 1, 2, ...
+        self.tx_stamp.append(tx_stamp)
+        if not (event and tx_stamp):
+            return None
+        self.keys += 1                     # the kernel's OPT_ID key: 0, 1, 2, ... (stamped sends only)
+        return self.keys - 1
 
     def poll(self, fd):  # noqa: ANN001
         out, self.pending = self.pending, []
@@ -245,7 +251,7 @@ def test_a_sync_right_after_another_send_uses_the_fast_class() -> None:
     rt._send(_sync(2))
     assert decode(tr.sent[0]).header.correction_scaled_ns == 45_000 * 65536
     assert decode(tr.sent[2]).header.correction_scaled_ns == 20_000 * 65536
-    assert rt._one_step_sent[(1, 2)] == ("Sync", 2 * 10**10, 200_000)  # (time written, idle gap) for its TX stamp
+    assert rt._one_step_sent[(1, 1)] == ("Sync", 2 * 10**10, 200_000)  # (time written, idle gap) for its TX stamp (key 1: the second stamped send)
 
 
 # ---- one_step_dataplane: the eBPF egress finishes the stamp -----------------------------------------
@@ -283,6 +289,14 @@ def test_dataplane_stamped_sync_writes_the_stampers_instant_and_no_latency() -> 
     assert msg.header.correction_scaled_ns == 5 * 65536
     assert st.stamps == [(1, tr.sent[0], 1_700_000_000_000_000_000 + 37_000_000_000)]
     assert rt.counters.one_step_dataplane_stamps == 1 and rt.counters.one_step_sends == 1
+    # no kernel TX stamp (its clone would sit between the egress stamp and the wire), so none is awaited
+    assert tr.tx_stamp == [False] and rt._one_step_sent == {}
+
+
+def test_without_a_stamper_one_step_sends_still_ask_for_the_tx_stamp() -> None:
+    rt, tr = _runtime([2 * 10**10])
+    rt._send(_sync(1))
+    assert tr.tx_stamp == [True] and (1, 0) in rt._one_step_sent
 
 
 def test_dataplane_stamped_pdelay_resp_carries_the_turnaround_to_the_read_only() -> None:
@@ -296,7 +310,7 @@ def test_dataplane_stamped_pdelay_resp_carries_the_turnaround_to_the_read_only()
     rt._send(SendMessage(port=1, message=resp, event=True, one_step=True, request_receipt_ns=rx_ns))
     out = decode(tr.sent[0])
     assert out.header.correction_scaled_ns == 3 * 65536 + 80_000 * 65536
-    assert st.stamps[0][1] == tr.sent[0]
+    assert st.stamps[0][1] == tr.sent[0] and tr.tx_stamp == [False]
 
 
 def test_a_failed_dataplane_record_still_sends_and_is_counted(caplog: pytest.LogCaptureFixture) -> None:

@@ -18,7 +18,7 @@ class _Transport:
     def __init__(self, err: int) -> None:
         self.err = err
 
-    def send(self, data, *, event, peer_delay=False, dest=None):  # noqa: ANN001
+    def send(self, data, *, event, peer_delay=False, dest=None, tx_stamp=True):  # noqa: ANN001
         raise TransportError(self.ifname, f"send to {dest or 'group'} failed", OSError(self.err, "boom")) from OSError(self.err, "boom")
 
     def fds(self):  # noqa: ANN201
