@@ -4,7 +4,7 @@ VENV  ?= $(CURDIR)/.venv
 PY    := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup test test-long test-unit test-property test-sim test-bpf test-lab demo bench fuzz clean lab-clean help
+.PHONY: setup test test-unit test-property test-sim test-bpf test-lab demo bench fuzz clean lab-clean help
 
 help:
 	@echo "make setup   - install packages, kernel headers, venv (idempotent; needs root)"
@@ -18,14 +18,11 @@ setup:
 	@bash scripts/setup.sh
 
 # Lab tests mostly wait on ptp4l convergence, so three test files run side by side (pytest-xdist,
-# one file per worker); `long` tests (over a minute, not needed for a proof) run in test-long.
+# one file per worker).
 XDIST := -n 3 --dist loadfile
 
 test: setup
-	$(PYTEST) tests -q $(XDIST) -m "not long"
-
-test-long: setup
-	$(PYTEST) tests -q -m long
+	$(PYTEST) tests -q $(XDIST)
 
 test-unit: setup
 	$(PYTEST) tests/unit -q
@@ -36,7 +33,7 @@ test-sim: setup
 test-bpf: setup
 	$(PYTEST) tests/bpf -q
 test-lab: setup
-	$(PYTEST) tests/lab -q $(XDIST) -m "not long"
+	$(PYTEST) tests/lab -q $(XDIST)
 
 demo: setup
 	$(PY) -m controlplane.services.demo $(DEMO_ARGS)

@@ -95,7 +95,8 @@ static __always_inline int ptp_egress_event(struct __sk_buff *skb, struct ptp_pk
 
 	slot = ptp_stamp_slot(&p->key);
 	ing = ptp_ingress.lookup(&slot);
-	if (!ing || !(ing->flags & PTP_STAMP_VALID) || !ptp_key_eq(&ing->key, &p->key)) {
+	/* a LOCAL record is this host's own send (ptp_local_one_step), never a forwarded frame's ingress stamp */
+	if (!ing || (ing->flags & (PTP_STAMP_VALID | PTP_STAMP_LOCAL)) != PTP_STAMP_VALID || !ptp_key_eq(&ing->key, &p->key)) {
 		pc = ptp_ctr(ecfg->slot, p->msg_type);
 		if (!pc)
 			return TC_ACT_OK;       /* never (ptp_ctr) */

@@ -347,6 +347,16 @@ def test_local_send_without_its_own_record_passes_untouched(dp, maps, case):
     assert ctr(maps, LO, "SYNC", Counter.STALE) == (1 if case == "stale" else 0)
 
 
+def test_a_local_record_is_not_a_forwarded_frames_ingress_stamp(dp, maps):
+    """A forwarded frame carrying the key of this host's own one-step send (a loop, or a forged copy)
+    finds a LOCAL record in its slot: that is no ingress stamp, the frame passes untouched."""
+    frame = F.encap("udp4", F.ptp(F.SYNC))
+    maps.seed_ingress(key_of(F.SYNC), mono_ns() - RES_NS, LO, local=True)
+    r = egress(dp, frame, iif=PEER)
+    assert r.retval == TC_ACT_OK and r.data == frame
+    assert ctr(maps, LO, "SYNC", Counter.NO_INGRESS) == 1 and ctr(maps, LO, "SYNC", Counter.CORRECTED) == 0
+
+
 def test_forwarded_copy_of_a_local_record_key_is_a_normal_residence(dp, maps):
     """A forwarded frame (ingress_ifindex set) never takes the local path, whatever the record says."""
     frame = F.encap("udp4", F.ptp(F.SYNC))
