@@ -24,7 +24,7 @@ import re
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from topologies import ptp4l as p4
 from topologies.daemon import start_switch
@@ -75,12 +75,15 @@ class OneStepRun:
 
 
 def run(lab: Lab, transport: str, tag: str, *, duration_s: float, warmup_s: float, min_samples: int = 8,
-        capture_on: str | None = None, capture_node: str = "sw1", capture_s: float = 5) -> OneStepRun:
+        capture_on: str | None = None, capture_node: str = "sw1", capture_s: float = 5,
+        gm_options: Mapping[str, str] | None = None) -> OneStepRun:
     """One-step GM on node ``gm`` -> free-running ptp4l slave on ``sl`` for ``duration_s``; the slave's
     offsets after ``warmup_s``. ``tag`` names this run's files and UDS (several runs per lab). With
     ``capture_on`` a tshark capture of ``capture_s`` on that interface of ``capture_node`` after the
-    warm-up. Raises OneStepError if the GM does not come up in 60 s or the slave logs too few offsets."""
-    gm, gm_log, _uds = start_switch(lab, "gm", GM_OPTIONS, [FLAG[transport]], tag=f"os-{tag}")
+    warm-up. ``gm_options`` replaces GM_OPTIONS (e.g. another Sync rate). Raises OneStepError if the GM
+    does not come up in 60 s or the slave logs too few offsets."""
+    gm, gm_log, _uds = start_switch(lab, "gm", GM_OPTIONS if gm_options is None else gm_options, [FLAG[transport]],
+                                    tag=f"os-{tag}")
     cap = None
     try:
         deadline = time.monotonic() + 60   # the GM compiles and attaches its own dataplane first
