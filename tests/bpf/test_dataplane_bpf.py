@@ -121,6 +121,25 @@ def rt_ns() -> int:
     return time.clock_gettime_ns(time.CLOCK_REALTIME)   # skb->tstamp clock
 
 
+def tc_ingress_stamped(dp, maps, frame: bytes, back_ns: int, *, shift_ns: int = 0,
+                       attempts: int = 3) -> tuple[int, int, int]:
+    """Run tc_ingress on ``frame`` with skb->tstamp = this machine's realtime - ``back_ns`` (+ ``shift_ns``).
+    Returns (m0, m1) bracketing the realtime read on the dataplane's clock, and how much the SYNC
+    ``backdated`` counter of port LO grew in that run. The program refuses a stamp older than
+    PTP_BACKDATE_MAX_NS (5 ms) when it runs: a run that started so late after the stamp (a test worker
+    stalled on the loaded CI machine) proves nothing either way and is repeated, up to ``attempts``."""
+    for _ in range(attempts):
+        before = ctr(maps, LO, "SYNC", Counter.BACKDATED)
+        m0 = mono_ns()
+        rx_rt = rt_ns() + shift_ns - back_ns
+        m1 = mono_ns()
+        run_tc(dp.prog_fds["tc_ingress"], frame, ifindex=LO, tstamp_ns=rx_rt)
+        m2 = mono_ns()
+        if m2 - m0 + back_ns < 4_500_000:
+            break
+    return m0, m1, ctr(maps, LO, "SYNC", Counter.BACKDATED) - before
+
+
 @pytest.mark.parametrize("back_ns, backdated", [(300_000, True), (20_000_000, False), (-50_000_000, False)])
 def test_tc_ingress_backdates_to_rx_tstamp(dp, maps, back_ns, backdated):
     """skb->tstamp (realtime RX stamp, before the backlog) becomes the ingress stamp when it converts
@@ -130,13 +149,16 @@ def test_tc_ingress_backdates_to_rx_tstamp(dp, maps, back_ns, backdated):
     r = run_tc(dp.prog_fds["tc_ingress"], frame, ifindex=LO, tstamp_ns=rt_ns() - back_ns)
     t1 = mono_ns()
     assert r.retval == TC_ACT_OK and r.data == frame
+    if backdated:
+        t0, t1, grew = tc_ingress_stamped(dp, maps, frame, back_ns)
+        assert grew == 1
     s = maps.ingress(key_of(F.SYNC, seq=11))
     assert s is not None and s.ifindex == LO
     if backdated:
         assert t0 - back_ns - 1_000_000 <= s.t_ns <= t1 - back_ns + 1_000_000, (t0, s.t_ns, t1)
     else:
         assert t0 <= s.t_ns <= t1, (t0, s.t_ns, t1)
-    assert ctr(maps, LO, "SYNC", Counter.BACKDATED) == int(backdated)
+        assert ctr(maps, LO, "SYNC", Counter.BACKDATED) == 0
 
 
 def test_tc_ingress_backdate_conversion_is_exact(dp, maps):
@@ -148,10 +170,8 @@ def test_tc_ingress_backdate_conversion_is_exact(dp, maps):
     worst = None
     for seq in range(40, 60):           # the tightest of several brackets: immune to a preempted test
         frame = F.encap("udp4", F.ptp(F.SYNC, seq=seq))
-        m0 = mono_ns()
-        rx_rt = rt_ns() - back_ns
-        m1 = mono_ns()
-        run_tc(dp.prog_fds["tc_ingress"], frame, ifindex=LO, tstamp_ns=rx_rt)
+        m0, m1, grew = tc_ingress_stamped(dp, maps, frame, back_ns)
+        assert grew == 1
         s = maps.ingress(key_of(F.SYNC, seq=seq))
         assert s is not None
         # true stamp = TAI instant of rx_rt = (m0..m1) - back_ns
@@ -160,7 +180,6 @@ def test_tc_ingress_backdate_conversion_is_exact(dp, maps):
         if worst is None or abs(err) - slack < worst[0]:
             worst = (abs(err) - slack, err, m1 - m0)
     assert worst is not None and worst[0] <= 2_000, f"converted stamp off by {worst[1]} ns (bracket {worst[2]} ns)"
-    assert ctr(maps, LO, "SYNC", Counter.BACKDATED) == 20
 
 
 def test_tc_ingress_uses_the_tai_offset_in_the_map(dp, maps):
@@ -178,7 +197,7 @@ def test_tc_ingress_uses_the_tai_offset_in_the_map(dp, maps):
     assert s is not None and t0 <= s.t_ns <= t1
     assert ctr(maps, LO, "SYNC", Counter.BACKDATED) == 0
     assert maps.refresh_tai_offset() == real and maps.refresh_tai_offset() is None
-    run_tc(dp.prog_fds["tc_ingress"], F.encap("udp4", F.ptp(F.SYNC, seq=72)), ifindex=LO, tstamp_ns=rt_ns() - 300_000)
+    assert tc_ingress_stamped(dp, maps, F.encap("udp4", F.ptp(F.SYNC, seq=72)), 300_000)[2] == 1
     assert ctr(maps, LO, "SYNC", Counter.BACKDATED) == 1
     maps.set_global(cfg(rx_tstamp=False))
     run_tc(dp.prog_fds["tc_ingress"], F.encap("udp4", F.ptp(F.SYNC, seq=73)), ifindex=LO, tstamp_ns=rt_ns() - 300_000)
@@ -689,15 +708,12 @@ def test_tc_ingress_adds_the_tai_offset(dp, maps):
     off = real + 37_000_000_000
     maps.set_global(cfg(tai_minus_rt_ns=off))
     try:
-        before = ctr(maps, LO, "SYNC", Counter.BACKDATED)
         back_ns = 400_000
-        m0 = mono_ns()
-        rx_rt = rt_ns() + real - off - back_ns    # this machine's realtime, shifted as if 37 s behind TAI
-        m1 = mono_ns()
-        run_tc(dp.prog_fds["tc_ingress"], F.encap("udp4", F.ptp(F.SYNC, seq=91)), ifindex=LO, tstamp_ns=rx_rt)
+        # this machine's realtime, shifted as if 37 s behind TAI
+        m0, m1, grew = tc_ingress_stamped(dp, maps, F.encap("udp4", F.ptp(F.SYNC, seq=91)), back_ns, shift_ns=real - off)
         s = maps.ingress(key_of(F.SYNC, seq=91))
         assert s is not None
-        assert ctr(maps, LO, "SYNC", Counter.BACKDATED) == before + 1
+        assert grew == 1
         assert m0 - back_ns - 1_000_000 <= s.t_ns <= m1 - back_ns + 1_000_000, (m0, s.t_ns, m1)
     finally:
         maps.set_global(cfg())
