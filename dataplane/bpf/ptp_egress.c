@@ -82,6 +82,24 @@ static __always_inline void ptp_local_one_step(struct __sk_buff *skb, struct ptp
  * less per event than counting before the read; reading the clock any earlier (before the port and
  * global lookups) or moving the domain filter after it was no better.
  */
+/* A forwarded event message leaves: counted (TX) and, when configured, put in the strict-priority band. */
+static __always_inline struct ptp_counters *ptp_event_leaves(struct __sk_buff *skb, struct ptp_port_cfg *ecfg,
+							  __u8 msg_type, struct ptp_global_cfg *g)
+{
+	struct ptp_counters *pc = ptp_ctr(ecfg->slot, msg_type);
+	__u32 prio;
+
+	if (!pc)
+		return NULL;                    /* never (ptp_ctr) */
+	PTP_COUNT(pc, PTP_C_TX);
+	prio = g->egress_priority;
+	if (prio) {
+		skb->priority = prio;
+		PTP_COUNT(pc, PTP_C_PRIO);
+	}
+	return pc;
+}
+
 static __always_inline int ptp_egress_event(struct __sk_buff *skb, struct ptp_pkt *p, struct ptp_port_cfg *ecfg,
 					    struct ptp_global_cfg *g, __u32 ifindex)
 {
@@ -90,36 +108,23 @@ static __always_inline int ptp_egress_event(struct __sk_buff *skb, struct ptp_pk
 	struct ptp_counters *pc;
 	struct ptp_stamp *ing;
 	__u64 now, age, stale;
-	__u32 slot, prio;
+	__u32 slot;
 	__s64 corr;
 
 	slot = ptp_stamp_slot(&p->key);
 	ing = ptp_ingress.lookup(&slot);
 	/* a LOCAL record is this host's own send (ptp_local_one_step), never a forwarded frame's ingress stamp */
 	if (!ing || (ing->flags & (PTP_STAMP_VALID | PTP_STAMP_LOCAL)) != PTP_STAMP_VALID || !ptp_key_eq(&ing->key, &p->key)) {
-		pc = ptp_ctr(ecfg->slot, p->msg_type);
-		if (!pc)
-			return TC_ACT_OK;       /* never (ptp_ctr) */
-		PTP_COUNT(pc, PTP_C_TX);
-		prio = g->egress_priority;
-		if (prio) {
-			skb->priority = prio;
-			PTP_COUNT(pc, PTP_C_PRIO);
-		}
-		PTP_COUNT(pc, PTP_C_NO_INGRESS);
+		pc = ptp_event_leaves(skb, ecfg, p->msg_type, g);
+		if (pc)
+			PTP_COUNT(pc, PTP_C_NO_INGRESS);
 		return TC_ACT_OK;
 	}
 	/* the dataplane's clock (CLOCK_TAI, the ingress stamps' clock: ptp_common.h) */
 	now = bpf_ktime_get_tai_ns();
-	pc = ptp_ctr(ecfg->slot, p->msg_type);
+	pc = ptp_event_leaves(skb, ecfg, p->msg_type, g);
 	if (!pc)
 		return TC_ACT_OK;               /* never (ptp_ctr) */
-	PTP_COUNT(pc, PTP_C_TX);
-	prio = g->egress_priority;
-	if (prio) {
-		skb->priority = prio;
-		PTP_COUNT(pc, PTP_C_PRIO);
-	}
 	stale = g->stale_age_ns;
 	age = now - ing->t_ns;                  /* a stamp from the future wraps to a huge age (stale <= 1 s) */
 	if (age > stale) {
