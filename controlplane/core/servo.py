@@ -41,6 +41,17 @@ HOLDOVER_FIT_MIN_SAMPLES = 16
 HOLDOVER_FIT_MIN_SXX_S2 = 10.0   # sum of squared time deviations: e.g. 3 s of 8 Sync/s, 11 s of 1/s
 # ... leaving out the first seconds after the first (two-sample) estimate, while PI pulls it in
 HOLDOVER_SETTLE_S = 2.0
+# A locked PI servo holds its output for a sample whose |offset| is over OUTLIER_FACTOR x the median |offset|
+# of its last OUTLIER_WINDOW accepted samples and over OUTLIER_FLOOR_NS, at most OUTLIER_MAX_RUN samples in a
+# row: a change that persists is followed from its third sample on (the recent offsets are then learned
+# anew). Why: with software stamps through a plain bridge a Sync can arrive hundreds of us late (softirq
+# under load); in a lab run one such sample of +203 us, with the lab's PI gains, drove the frequency to
+# -294 ppm and the true error to 116 us (tests/lab/test_load.py, port flapping).
+OUTLIER_FACTOR = 10
+OUTLIER_FLOOR_NS = 20_000
+OUTLIER_WINDOW = 16
+OUTLIER_MIN_SAMPLES = 8
+OUTLIER_MAX_RUN = 2
 
 
 class ServoState(enum.IntEnum):
@@ -142,6 +153,9 @@ class PiServo:
         self._count = 0
         self._has_estimate = False  # a two-sample frequency estimate has been made since creation
         self._resume = False  # reset() of an estimating servo: the next sample resumes PI on the kept drift
+        self._recent_abs: deque[int] = deque(maxlen=OUTLIER_WINDOW)   # |offset| of the last accepted locked samples
+        self._outlier_run = 0
+        self.outliers = 0   # samples held back as outliers (see OUTLIER_FACTOR)
         self.kp = 0.0
         self.ki = 0.0
         self.state = ServoState.UNLOCKED
@@ -168,6 +182,8 @@ class PiServo:
         self._count = 0
         self._resume = self._has_estimate
         self.state = ServoState.UNLOCKED
+        self._recent_abs.clear()
+        self._outlier_run = 0
         self._new_segment()
 
     def _new_segment(self) -> None:
@@ -227,6 +243,20 @@ class PiServo:
                      or h[0][0] > local_ts_ns):
             self._hold_sum -= h.popleft()[1]
 
+    def _outlier(self, offset_ns: int) -> bool:
+        """Whether a locked sample is held back (see OUTLIER_FACTOR); a sample taken is remembered."""
+        a = abs(offset_ns)
+        r = self._recent_abs
+        if len(r) >= OUTLIER_MIN_SAMPLES and a > OUTLIER_FLOOR_NS and a > OUTLIER_FACTOR * sorted(r)[len(r) // 2]:
+            if self._outlier_run < OUTLIER_MAX_RUN:
+                self._outlier_run += 1
+                self.outliers += 1
+                return True
+            r.clear()   # the change persists: follow it, and learn the offsets anew
+        self._outlier_run = 0
+        r.append(a)
+        return False
+
     def sample(self, offset_ns: int, local_ts_ns: int, weight: float = 1.0) -> ServoOutput:
         t = self._t
         self._account_applied(local_ts_ns)
@@ -272,6 +302,8 @@ class PiServo:
             if t.step_threshold_ns and t.step_threshold_ns < abs(offset_ns):
                 self._count = 0
                 state = ServoState.UNLOCKED
+            elif self._outlier(offset_ns):
+                state = ServoState.LOCKED   # the last output stays
             else:
                 ki_term = self.ki * offset_ns * weight
                 ppb = self.kp * offset_ns * weight + self._drift + ki_term

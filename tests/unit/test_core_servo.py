@@ -183,3 +183,50 @@ def test_pi_holdover_window_forgets_old_samples() -> None:
     hold = servo.holdover_freq_ppb()
     assert hold is not None and abs(hold - (-10_000)) < 500, hold
     assert len(servo._hold) <= 16 / 0.125 + 1
+
+
+def _locked_pi(samples: int = 20, noise_ns: int = 1_000) -> tuple[PiServo, int]:
+    """A PI servo locked on alternating +-noise offsets at 8 Sync/s; returns it and the next local time."""
+    s = PiServo()
+    s.sync_interval(0.125)
+    t = 1_000_000_000
+    for k in range(samples):
+        s.sample(noise_ns if k % 2 else -noise_ns, t)
+        t += 125_000_000
+    assert s.state is ServoState.LOCKED
+    return s, t
+
+
+def test_pi_holds_its_output_for_a_lone_outlier() -> None:
+    """One sample 200x the recent offsets (a Sync delayed in a bridge under load) moves nothing: the
+    output stays, the sample is counted, and the next normal sample is used as usual."""
+    s, t = _locked_pi()
+    before = s.sample(1_000, t).freq_ppb
+    out = s.sample(203_000, t + 125_000_000)
+    assert out.state is ServoState.LOCKED and out.freq_ppb == before and s.outliers == 1
+    after = s.sample(-1_000, t + 250_000_000)
+    assert abs(after.freq_ppb - before) < 10_000 and s.outliers == 1   # kp x 203 us would be ~250 ppm
+
+
+def test_pi_follows_a_change_that_persists_after_two_samples() -> None:
+    s, t = _locked_pi()
+    before = s.sample(1_000, t).freq_ppb
+    outs = [s.sample(200_000, t + k * 125_000_000) for k in range(1, 6)]
+    assert [o.freq_ppb == before for o in outs] == [True, True, False, False, False] and s.outliers == 2
+
+
+@pytest.mark.parametrize("offset_ns", [15_000, 9_000])
+def test_pi_no_outlier_below_the_floor_or_the_factor(offset_ns: int) -> None:
+    """Under 20 us, or under 10x the recent median |offset|, a sample is used (with 2 us recent offsets,
+    15 us is under the floor; 9 us is under both)."""
+    s, t = _locked_pi(noise_ns=2_000)
+    before = s.sample(2_000, t).freq_ppb
+    assert s.sample(offset_ns, t + 125_000_000).freq_ppb != before and s.outliers == 0
+
+
+def test_pi_outlier_guard_needs_history_and_restarts_after_reset() -> None:
+    s, t = _locked_pi()
+    s.reset()                    # link back up: the recent offsets are forgotten with the samples
+    s.sample(1_000, t)           # resumes PI on the kept drift
+    s.sample(300_000, t + 125_000_000)
+    assert s.outliers == 0
