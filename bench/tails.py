@@ -117,12 +117,6 @@ RAW_TRACEPOINT_PROBE(netif_rx) {
 '''
 
 
-class _Ev(ctypes.Structure):
-    _fields_ = [("tstamp", ctypes.c_uint64), ("corr", ctypes.c_int64), ("origin_s", ctypes.c_uint64),
-                ("origin_ns", ctypes.c_uint32), ("netns", ctypes.c_uint32), ("seq", ctypes.c_uint16),
-                ("type", ctypes.c_uint8), ("pad", ctypes.c_uint8)]
-
-
 class RxTracer:
     """The netif_rx tracer for the namespaces given (their inode numbers); ``stop()`` returns the frames
     as dicts (rx_ns, corr_ns, origin_ns, netns, seq, type). Stores into an array (no wake-ups on the
@@ -131,9 +125,7 @@ class RxTracer:
     def __init__(self, netns_inodes: list[int], offsets: dict[str, int]) -> None:
         from bcc import BPF
 
-        defs = [f"-DOFF_{k.upper()}={v}" for k, v in {"skb_data": offsets["skb_data"], "skb_dev": offsets["skb_dev"],
-                "skb_tstamp": offsets["skb_tstamp"], "dev_nd_net": offsets["dev_nd_net"],
-                "net_inum": offsets["net_inum"]}.items()]
+        defs = [f"-DOFF_{k.upper()}={v}" for k, v in offsets.items()]   # OFF_SKB_DATA, ... (FIELDS)
         try:
             self.bpf = BPF(text=TRACER, cflags=["-w", *defs])
         except Exception as exc:
@@ -243,14 +235,18 @@ def measure(duration_s: float = 30.0, warmup_s: float = 4.0, sync_logs: tuple[st
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", help="write JSON here (default stdout)")
-    ap.add_argument("--duration", type=float, default=30.0, help="seconds per run")
+    ap.add_argument("--duration", type=float, default=30.0, help="seconds per run (>= 20)")
     args = ap.parse_args(argv)
+    if args.duration < 20:
+        ap.error("--duration must be at least 20 s (the slave logs its first offset ~6 s in, the first 4 s are dropped)")
     if os.geteuid() != 0:
         print("bench.tails needs root", file=sys.stderr)
         return 2
+    from topologies.onestep import OneStepError
+
     try:
         data = measure(args.duration)
-    except TailsError as exc:
+    except (TailsError, OneStepError) as exc:
         print(f"bench.tails: {exc}", file=sys.stderr)
         return 1
     data["command"] = "python -m bench.tails" + (f" --duration {args.duration:g}" if args.duration != 30 else "")

@@ -44,8 +44,7 @@ class OneStepError(RuntimeError):
 
 def trimmed_rms(offsets: "list[int] | tuple[int, ...]", trim: float = TRIM) -> float:
     """rms of ``offsets`` without the largest ``trim`` share of |offset| (nan if nothing is left)."""
-    keep = sorted(abs(o) for o in offsets)[:len(offsets) - math.ceil(trim * len(offsets))]
-    return math.sqrt(sum(o * o for o in keep) / len(keep)) if keep else math.nan
+    return p4.rms_without_worst(offsets, drop=math.ceil(trim * len(offsets)))
 
 
 @dataclasses.dataclass(frozen=True)

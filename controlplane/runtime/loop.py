@@ -611,10 +611,10 @@ class Runtime:
         self._last_send_ns[action.port] = self.monotonic_ns()
         if written_ns is not None:
             self.counters.one_step_sends += 1
-        if written_ns is not None and token is not None:
-            self._one_step_sent[(action.port, token)] = (type(action.message).__name__, written_ns, gap_ns)
-            while len(self._one_step_sent) > MAX_PENDING_ONE_STEP:  # stamps that never came (dicts keep order)
-                del self._one_step_sent[next(iter(self._one_step_sent))]
+            if token is not None:   # its kernel TX stamp will teach the send latency
+                self._one_step_sent[(action.port, token)] = (type(action.message).__name__, written_ns, gap_ns)
+                while len(self._one_step_sent) > MAX_PENDING_ONE_STEP:  # stamps that never came (dicts keep order)
+                    del self._one_step_sent[next(iter(self._one_step_sent))]
         if action.event and action.tx_token is not None and token is not None:
             key = (action.port, token)
             self._tokens[key] = action.tx_token

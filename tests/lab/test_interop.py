@@ -28,7 +28,7 @@ import pytest
 from topologies import ptp4l as p4
 from topologies.ptp4l import rms_without_worst
 from topologies.netns import Lab
-from tests.lab.conftest import start_switch  # noqa: F401 - other lab tests import it from here
+from tests.lab.conftest import start_switch
 
 pytest.importorskip("controlplane.core.clock", reason="the core's clock (controlplane.core.clock) has not landed")
 if shutil.which("ptp4l") is None or shutil.which("pmc") is None:  # pragma: no cover - setup installs linuxptp

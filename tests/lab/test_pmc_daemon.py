@@ -35,7 +35,7 @@ def _pmc_uds(lab: Lab, node: str, uds: str, hops: int, *cmds: str) -> str:
 
 
 def test_pmc_boundary_hops_forwarding_and_network_set_refused(make_lab: Callable[..., Lab]) -> None:
-    from tests.lab.test_interop import start_switch
+    from tests.lab.conftest import start_switch
 
     lab = make_lab("direct")
     gm = p4.start_ptp4l(lab, "gm", "gm", transport="-4")

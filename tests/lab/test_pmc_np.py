@@ -29,7 +29,7 @@ def _field(text: str, name: str) -> str:
 
 
 def test_pmc_np_queries_answered(make_lab: Callable[..., Lab]) -> None:
-    from tests.lab.test_interop import start_switch
+    from tests.lab.conftest import start_switch
 
     lab = make_lab("direct")
     gm = p4.start_ptp4l(lab, "gm", "gm", transport="-4")
